@@ -1,0 +1,185 @@
+"""Rate limiting: the `RateLimit` policy and two pure limiters, `TokenBucket` and `GCRA`.
+
+Both answer `try_acquire(now, cost)` with 0.0 when the cost was taken, or the
+exact number of seconds until it could be (nothing taken). Both start full,
+both honour `pause_until` (a provider's Retry-After), and both admit at most
+``capacity + rate * T`` cost in any interval of length ``T``. They differ in
+state: the bucket keeps (tokens, updated), GCRA keeps one theoretical arrival
+time, which is what a shared store wants (one key, one atomic compare).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Protocol
+
+import msgspec
+
+from . import _validate as check
+from ._errors import ConfigError
+
+__all__ = ["GCRA", "Limiter", "RateLimit", "TokenBucket"]
+
+# Float slack when comparing tokens or instants: a caller told to wait w seconds
+# must be admitted at now + w even when the sum rounds a few ulps short.
+_EPSILON = 1e-9
+
+
+class RateLimit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``rate`` calls per ``period`` seconds, with ``burst`` (default: ``rate``) at once.
+
+    ``mode="wait"`` queues a call until its token is due (up to the caller's
+    deadline); ``mode="reject"`` fails it at once with `RateLimitExceeded`.
+    """
+
+    rate: float
+    period: float = 1.0
+    burst: int | None = None
+    mode: Literal["wait", "reject"] = "wait"
+    algorithm: Literal["token_bucket", "gcra"] = "token_bucket"
+
+    def __post_init__(self) -> None:
+        check.positive("rate", self.rate)
+        check.positive("period", self.period)
+        if self.burst is not None:
+            check.integer("burst", self.burst, 1)
+        check.one_of("mode", self.mode, ("wait", "reject"))
+        check.one_of("algorithm", self.algorithm, ("token_bucket", "gcra"))
+
+    @classmethod
+    def per_second(
+        cls, n: float, *, burst: int | None = None, mode: Literal["wait", "reject"] = "wait"
+    ) -> RateLimit:
+        return cls(rate=n, period=1.0, burst=burst, mode=mode)
+
+    @classmethod
+    def per_minute(
+        cls, n: float, *, burst: int | None = None, mode: Literal["wait", "reject"] = "wait"
+    ) -> RateLimit:
+        return cls(rate=n, period=60.0, burst=burst, mode=mode)
+
+    @classmethod
+    def per_hour(
+        cls, n: float, *, burst: int | None = None, mode: Literal["wait", "reject"] = "wait"
+    ) -> RateLimit:
+        return cls(rate=n, period=3600.0, burst=burst, mode=mode)
+
+    @property
+    def capacity(self) -> float:
+        """Most cost admitted at once: ``burst``, else one period's worth (at least 1)."""
+        return float(self.burst) if self.burst is not None else max(1.0, self.rate)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.rate / self.period
+
+    def new_limiter(self) -> Limiter:
+        if self.algorithm == "gcra":
+            return GCRA(self)
+        return TokenBucket(self)
+
+
+class Limiter(Protocol):
+    """What the service actor needs from a limiter."""
+
+    limit: RateLimit
+
+    def try_acquire(self, now: float, cost: float = 1.0) -> float: ...
+    def available(self, now: float) -> float: ...
+    def pause_until(self, until: float) -> None: ...
+    @property
+    def paused_until(self) -> float: ...
+
+
+def _check_cost(limit: RateLimit, cost: float) -> None:
+    if not 0 < cost <= limit.capacity:
+        raise ConfigError(
+            "cost", cost, f"must be in (0, {limit.capacity:g}], the limiter's capacity"
+        )
+
+
+class TokenBucket:
+    """A bucket of ``capacity`` tokens refilled at ``rate / period`` per second; starts full."""
+
+    __slots__ = ("_paused_until", "_tokens", "_updated", "capacity", "limit", "refill_rate")
+
+    def __init__(self, limit: RateLimit) -> None:
+        self.limit = limit
+        self.capacity = limit.capacity
+        self.refill_rate = limit.tokens_per_second
+        self._tokens = self.capacity
+        self._updated = -math.inf
+        self._paused_until = -math.inf
+
+    @property
+    def paused_until(self) -> float:
+        return self._paused_until
+
+    def _tokens_at(self, now: float) -> float:
+        if now <= self._updated:
+            return self._tokens
+        return min(self.capacity, self._tokens + (now - self._updated) * self.refill_rate)
+
+    def available(self, now: float) -> float:
+        return 0.0 if now < self._paused_until else self._tokens_at(now)
+
+    def try_acquire(self, now: float, cost: float = 1.0) -> float:
+        _check_cost(self.limit, cost)
+        if now < self._paused_until:
+            resume = self._paused_until
+            return resume - now + max(0.0, cost - self._tokens_at(resume)) / self.refill_rate
+        tokens = self._tokens_at(now)
+        if tokens + _EPSILON >= cost:
+            self._tokens = max(0.0, tokens - cost)
+            self._updated = max(now, self._updated)
+            return 0.0
+        return (cost - tokens) / self.refill_rate
+
+    def pause_until(self, until: float) -> None:
+        """Admit nothing before ``until``; tokens keep accruing meanwhile."""
+        self._paused_until = max(self._paused_until, until)
+
+
+class GCRA:
+    """Generic cell rate algorithm: one theoretical arrival time (TAT) per limit."""
+
+    __slots__ = ("_paused_until", "_tat", "interval", "limit", "tolerance")
+
+    def __init__(self, limit: RateLimit) -> None:
+        self.limit = limit
+        self.interval = 1.0 / limit.tokens_per_second
+        self.tolerance = self.interval * limit.capacity
+        self._tat = -math.inf
+        self._paused_until = -math.inf
+
+    @property
+    def paused_until(self) -> float:
+        return self._paused_until
+
+    @property
+    def tat(self) -> float:
+        return self._tat
+
+    def available(self, now: float) -> float:
+        if now < self._paused_until:
+            return 0.0
+        backlog = max(self._tat, now) - now
+        return max(0.0, (self.tolerance - backlog) / self.interval)
+
+    def _wait(self, now: float, cost: float) -> float:
+        allow_at = max(self._tat, now) + self.interval * cost - self.tolerance
+        return 0.0 if now + _EPSILON >= allow_at else allow_at - now
+
+    def try_acquire(self, now: float, cost: float = 1.0) -> float:
+        _check_cost(self.limit, cost)
+        if now < self._paused_until:
+            resume = self._paused_until
+            return resume - now + self._wait(resume, cost)
+        wait = self._wait(now, cost)
+        if wait == 0.0:
+            self._tat = max(self._tat, now) + self.interval * cost
+        return wait
+
+    def pause_until(self, until: float) -> None:
+        """Admit nothing before ``until``."""
+        self._paused_until = max(self._paused_until, until)

@@ -1,0 +1,45 @@
+"""Reading a provider's Retry-After header (RFC 9110 section 10.2.3)."""
+
+from __future__ import annotations
+
+import email.utils
+import math
+
+__all__ = ["parse_retry_after"]
+
+
+def parse_retry_after(value: str | bytes | None, now_wallclock: float) -> float | None:
+    """Seconds to wait from ``now_wallclock`` (a Unix time), or None when unreadable.
+
+    Accepts delay-seconds (``"120"``, and decimals some providers send) and an
+    HTTP-date (``"Wed, 21 Oct 2015 07:28:00 GMT"``, a date already past gives 0).
+    Anything else, negative or non-finite gives None; it never raises, since a
+    provider's malformed header must not become our crash.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("latin-1")
+        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
+            return None
+    text = value.strip()
+    if not text:
+        return None
+    if text[0].isdigit():
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = math.nan
+        if math.isfinite(seconds):
+            return seconds
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        return None  # RFC 9110 dates are GMT; a date without a zone is not one
+    try:
+        return max(0.0, when.timestamp() - now_wallclock)
+    except (OverflowError, OSError, ValueError):
+        return None
