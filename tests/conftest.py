@@ -25,3 +25,18 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def virtual_anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, object]]:
+    """An anyio backend whose clock is virtual: sleeps take no real time.
+
+    A test module opts in by overriding ``anyio_backend`` with this fixture.
+    """
+    if request.param == "trio":
+        from trio.testing import MockClock
+
+        return ("trio", {"clock": MockClock(autojump_threshold=0)})
+    from connector.sim._loop import VirtualTimeLoop
+
+    return ("asyncio", {"loop_factory": VirtualTimeLoop})

@@ -1,0 +1,437 @@
+"""A cell: the policy state of one service, or of one key of a keyed service.
+
+The cell owns the breaker, the limiter (and a provider's pause), the retry
+budget, the bulkhead count and the mailbox. Admission is decided synchronously
+on that state (`try_admit`): in one event loop a decision with no ``await`` in
+it cannot interleave with another, so an admitted call goes on in the caller's
+own task with no message hop. Only a call that must wait (for a token, a
+bulkhead slot or a restart) is queued in the mailbox (`wait_turn`); a pump task,
+alive only while the mailbox is not empty, serves it strictly first in, first
+out.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ._breaker import CircuitBreaker
+from ._budget import RetryBudgetLedger
+from ._errors import (
+    CircuitBreakerOpen,
+    ConnectorError,
+    DeadlineExceeded,
+    Overloaded,
+    RateLimitExceeded,
+    ShuttingDown,
+)
+from ._events import BreakerTransition, CallRejected, RejectReason
+from ._state_store import CellState
+
+if TYPE_CHECKING:
+    from ._actor import ServiceActor
+    from ._ratelimit import Limiter
+
+__all__ = ["HAVE_TOKEN", "NEED_TOKEN", "Cell"]
+
+# `try_admit` returns a breaker permit (>= 0) or one of these: the call must
+# queue, and either still needs its token or already holds it.
+NEED_TOKEN = -1
+HAVE_TOKEN = -2
+
+
+class _Waiter:
+    """A call queued in the mailbox, woken with a permit or an error."""
+
+    __slots__ = ("cost", "deadline", "done", "error", "event", "has_token", "permit")
+
+    def __init__(self, cost: float, deadline: float | None, has_token: bool) -> None:
+        self.cost = cost
+        self.deadline = deadline
+        self.has_token = has_token
+        self.event = anyio.Event()
+        self.permit = -1
+        self.error: ConnectorError | None = None
+        self.done = False
+
+    def grant(self, permit: int) -> None:
+        self.permit = permit
+        self.done = True
+        self.event.set()
+
+    def fail(self, error: ConnectorError) -> None:
+        self.error = error
+        self.done = True
+        self.event.set()
+
+
+class Cell:
+    __slots__ = (
+        "_changed",
+        "_seen_generation",
+        "_seen_state",
+        "actor",
+        "breaker",
+        "in_flight",
+        "key",
+        "last_used",
+        "ledger",
+        "limiter",
+        "paused_until",
+        "pump_running",
+        "queue",
+    )
+
+    def __init__(self, actor: ServiceActor, key: str | None, state: CellState | None) -> None:
+        policy = actor.policy
+        self.actor = actor
+        self.key = key
+        self.breaker = (
+            CircuitBreaker(policy.breaker, state.breaker if state is not None else None)
+            if policy.breaker is not None
+            else None
+        )
+        self.limiter: Limiter | None = (
+            policy.rate_limit.new_limiter() if policy.rate_limit is not None else None
+        )
+        if self.limiter is not None and state is not None and state.limiter is not None:
+            self.limiter.restore(state.limiter)
+        self.ledger = (
+            RetryBudgetLedger(policy.retry_budget) if policy.retry_budget is not None else None
+        )
+        self.paused_until = state.paused_until if state is not None else float("-inf")
+        self.in_flight = 0
+        self.queue: deque[_Waiter] = deque()
+        self.pump_running = False
+        self.last_used = actor.clock()
+        self._changed: anyio.Event | None = None
+        self._seen_generation = self.breaker.generation if self.breaker is not None else 0
+        self._seen_state = self.breaker.current if self.breaker is not None else None
+
+    # -- state for passivation ------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        return self.in_flight == 0 and not self.queue
+
+    def snapshot(self) -> CellState:
+        return CellState(
+            breaker=self.breaker.snapshot() if self.breaker is not None else None,
+            limiter=self.limiter.snapshot() if self.limiter is not None else None,
+            paused_until=self.paused_until,
+        )
+
+    # -- admission ------------------------------------------------------------
+
+    def try_admit(
+        self,
+        now: float,
+        cost: float,
+        is_retry: bool,
+        deadline: float | None,
+        tenant_id: str | None,
+        endpoint: str | None,
+    ) -> int:
+        """A breaker permit with a bulkhead slot taken, `NEED_TOKEN`/`HAVE_TOKEN` to
+        queue, or raise the rejection (after publishing it)."""
+        actor = self.actor
+        self.last_used = now
+        if actor.rejecting:
+            raise self.reject(now, actor.rejection(), tenant_id, endpoint)
+        breaker = self.breaker
+        if breaker is None:
+            permit = 0
+        else:
+            admitted = breaker.admit(now)
+            if breaker.generation != self._seen_generation:
+                self._transitioned(now)
+            if admitted is None:
+                error = CircuitBreakerOpen(actor.name, breaker.retry_after(now))
+                raise self.reject(now, error, tenant_id, endpoint)
+            permit = admitted
+        ledger = self.ledger
+        if ledger is not None:
+            if not is_retry:
+                ledger.record_request(now)
+            elif not ledger.try_spend(now):
+                self.give_back(permit)
+                raise self.reject(now, _BudgetExhausted(actor.name), tenant_id, endpoint)
+        if actor.restarting or self.queue:
+            # First in, first out: nobody overtakes a call already waiting.
+            self.give_back(permit)
+            return NEED_TOKEN
+        wait = self._gate(now, cost)
+        if wait > 0.0:
+            self.give_back(permit)
+            self._check_wait(now, wait, deadline, tenant_id, endpoint)
+            return NEED_TOKEN
+        if self.in_flight >= actor.policy.max_concurrency:
+            self.give_back(permit)
+            return HAVE_TOKEN
+        self.in_flight += 1
+        return permit
+
+    async def wait_turn(
+        self,
+        code: int,
+        cost: float,
+        deadline: float | None,
+        tenant_id: str | None,
+        endpoint: str | None,
+    ) -> int:
+        """Queue in the mailbox until admitted; the permit, or raise why not."""
+        actor = self.actor
+        if len(self.queue) >= actor.policy.mailbox:
+            error = Overloaded(actor.name, actor.policy.mailbox)
+            raise self.reject(actor.clock(), error, tenant_id, endpoint)
+        waiter = _Waiter(cost, deadline, code == HAVE_TOKEN)
+        self.queue.append(waiter)
+        if not self.pump_running:
+            self.pump_running = True
+            actor.runtime.spawn(self._pump)
+        try:
+            if deadline is None:
+                await waiter.event.wait()
+            else:
+                with anyio.CancelScope(deadline=deadline):
+                    await waiter.event.wait()
+        except BaseException:
+            # Cancelled while queued, or just after being granted: give everything back.
+            if waiter.done and waiter.error is None:
+                self._abandon(waiter.permit, cost)
+            elif not waiter.done:
+                self._withdraw(waiter)
+            raise
+        if not waiter.done:
+            self._withdraw(waiter)
+            raise self.reject(actor.clock(), DeadlineExceeded(actor.name), tenant_id, endpoint)
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.permit
+
+    def finish(self) -> None:
+        """The attempt holding a bulkhead slot is over."""
+        self.in_flight -= 1
+        if self.queue:
+            self.notify()
+        elif self.in_flight == 0 and self.actor.rejecting:
+            self.actor.runtime.cell_drained()
+
+    def abort(self, permit: int) -> None:
+        """An attempt that may have reached the provider ended with no outcome to record
+        (cancelled, or cut by the caller's deadline): free its slot and probe, keep its token."""
+        self.give_back(permit)
+        self.finish()
+
+    def record(self, permit: int, now: float, duration: float, failed: bool) -> None:
+        breaker = self.breaker
+        if breaker is None:
+            return
+        if failed:
+            breaker.record_failure(permit, now, duration)
+        else:
+            breaker.record_success(permit, now, duration)
+        if breaker.generation != self._seen_generation:
+            self._transitioned(now)
+
+    def pause(self, until: float) -> None:
+        """The provider asked for quiet until ``until``: no attempt leaves before it."""
+        self.paused_until = max(self.paused_until, until)
+
+    def notify(self) -> None:
+        changed = self._changed
+        if changed is not None:
+            self._changed = None
+            changed.set()
+
+    def fail_all(self) -> None:
+        """Fail every queued call with the actor's rejection (stopped, or closing)."""
+        now = self.actor.clock()
+        while self.queue:
+            waiter = self.queue.popleft()
+            if waiter.has_token and self.limiter is not None:
+                self.limiter.refund(now, waiter.cost)
+            waiter.fail(self.reject(now, self.actor.rejection(), None, None))
+        self.notify()
+
+    # -- internals ------------------------------------------------------------
+
+    def _gate(self, now: float, cost: float) -> float:
+        """Seconds until the provider's pause and the limiter let ``cost`` go; takes it at 0."""
+        if now < self.paused_until:
+            return self.paused_until - now
+        limiter = self.limiter
+        return 0.0 if limiter is None else limiter.try_acquire(now, cost)
+
+    def _check_wait(
+        self,
+        now: float,
+        wait: float,
+        deadline: float | None,
+        tenant_id: str | None,
+        endpoint: str | None,
+    ) -> None:
+        """Raise when the call may not wait ``wait`` seconds for its token."""
+        limit = self.actor.policy.rate_limit
+        if (limit is not None and limit.mode == "reject") or (
+            deadline is not None and now + wait > deadline
+        ):
+            error = RateLimitExceeded(
+                self.actor.name,
+                limit.rate if limit is not None else 0.0,
+                limit.period if limit is not None else 0.0,
+                wait,
+            )
+            raise self.reject(now, error, tenant_id, endpoint)
+
+    def give_back(self, permit: int) -> None:
+        if self.breaker is not None:
+            self.breaker.release(permit)
+
+    def _abandon(self, permit: int, cost: float) -> None:
+        """A granted call was cancelled before it was sent: everything goes back."""
+        if self.limiter is not None:
+            self.limiter.refund(self.actor.clock(), cost)
+        self.abort(permit)
+
+    def _withdraw(self, waiter: _Waiter) -> None:
+        queue = self.queue
+        if waiter in queue:
+            was_head = queue[0] is waiter
+            queue.remove(waiter)
+            if waiter.has_token and self.limiter is not None:
+                self.limiter.refund(self.actor.clock(), waiter.cost)
+            if was_head:
+                self.notify()
+
+    def _transitioned(self, now: float) -> None:
+        breaker = self.breaker
+        assert breaker is not None
+        previous, current = self._seen_state, breaker.current
+        self._seen_generation = breaker.generation
+        self._seen_state = current
+        bus = self.actor.runtime.events
+        if bus.active and previous is not None and previous != current:
+            bus.publish(
+                BreakerTransition(
+                    service=self.actor.name,
+                    key=self.key,
+                    at=now,
+                    previous=previous,
+                    current=current,
+                )
+            )
+
+    def reject(
+        self,
+        now: float,
+        error: ConnectorError,
+        tenant_id: str | None,
+        endpoint: str | None,
+    ) -> ConnectorError:
+        bus = self.actor.runtime.events
+        if bus.active:
+            bus.publish(
+                CallRejected(
+                    service=self.actor.name,
+                    key=self.key,
+                    at=now,
+                    reason=_reason(error),
+                    tenant_id=tenant_id,
+                    endpoint=endpoint,
+                    retry_after=getattr(error, "retry_after", None),
+                )
+            )
+        return error
+
+    async def _wait_for_change(self, at_most: float | None) -> None:
+        changed = self._changed = anyio.Event()
+        if at_most is None:
+            await changed.wait()
+        else:
+            with anyio.move_on_after(at_most):
+                await changed.wait()
+
+    def _head_token(self, now: float, head: _Waiter) -> float:
+        """Take the head's token, or fail it when it may not wait; else the wait."""
+        wait = self._gate(now, head.cost)
+        if wait > 0.0:
+            try:
+                self._check_wait(now, wait, head.deadline, None, None)
+            except ConnectorError as error:
+                self.queue.popleft()
+                head.fail(error)
+                return 0.0
+            return wait
+        head.has_token = True
+        return 0.0
+
+    async def _pump(self) -> None:
+        """Serve the mailbox head first; ends when the mailbox is empty."""
+        actor = self.actor
+        clock = actor.clock
+        queue = self.queue
+        try:
+            while queue:
+                head = queue[0]
+                now = clock()
+                if head.deadline is not None and now >= head.deadline:
+                    queue.popleft()
+                    head.fail(self.reject(now, DeadlineExceeded(actor.name), None, None))
+                    continue
+                if actor.rejecting:
+                    self.fail_all()
+                    return
+                if actor.restarting:
+                    await self._wait_for_change(None)
+                    continue
+                if not head.has_token:
+                    wait = self._head_token(now, head)
+                    if wait > 0.0:
+                        await self._wait_for_change(wait)
+                    continue
+                if self.in_flight >= actor.policy.max_concurrency:
+                    await self._wait_for_change(None)
+                    continue
+                permit = 0
+                if self.breaker is not None:
+                    admitted = self.breaker.admit(now)
+                    if self.breaker.generation != self._seen_generation:
+                        self._transitioned(now)
+                    if admitted is None:
+                        queue.popleft()
+                        if self.limiter is not None:
+                            self.limiter.refund(now, head.cost)
+                        retry_after = self.breaker.retry_after(now)
+                        error = CircuitBreakerOpen(actor.name, retry_after)
+                        head.fail(self.reject(now, error, None, None))
+                        continue
+                    permit = admitted
+                queue.popleft()
+                self.in_flight += 1
+                head.grant(permit)
+        finally:
+            self.pump_running = False
+
+
+class _BudgetExhausted(ConnectorError):
+    """Internal marker: a retry was refused by the retry budget (never reaches callers)."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"Retry budget exhausted for service '{service}'", service=service)
+
+
+def _reason(error: ConnectorError) -> RejectReason:
+    if isinstance(error, CircuitBreakerOpen):
+        return "circuit_open"
+    if isinstance(error, RateLimitExceeded):
+        return "rate_limited"
+    if isinstance(error, Overloaded):
+        return "overloaded"
+    if isinstance(error, DeadlineExceeded):
+        return "deadline"
+    if isinstance(error, _BudgetExhausted):
+        return "budget_exhausted"
+    return "shutting_down" if isinstance(error, ShuttingDown) else "unavailable"

@@ -1,0 +1,437 @@
+"""`Service`: the handle callers hold, and the life of one guarded call.
+
+A call goes: deadline check, admission (breaker, retry budget, limiter,
+bulkhead; `Cell.try_admit`), queueing in the mailbox only when it must wait,
+the attempt (with a cancel scope only when a timeout or deadline bounds it:
+a scope is the most expensive part of a guarded call), classification and
+recording, then a reply or a retry after backoff. Every call gets exactly one
+reply: a result, or one typed error.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+
+from ._cell import Cell, _BudgetExhausted
+from ._classify import Verdict
+from ._errors import (
+    ActorCrashed,
+    ConfigError,
+    ConnectionFailed,
+    DeadlineExceeded,
+    ServiceUnavailable,
+    Timeout,
+    VendorError,
+)
+from ._events import AttemptFinished, AttemptOutcome, RetryScheduled
+from ._http import HttpRequest, HttpResponse
+from ._idempotency import DEFAULT_IDEMPOTENCY_TTL, IdempotencyKey
+from ._provider_signals import quiet_period
+
+if TYPE_CHECKING:
+    from ._actor import Instance, ServiceActor
+
+__all__ = ["Service"]
+
+T = TypeVar("T")
+
+_OUTCOMES: dict[Verdict, AttemptOutcome] = {
+    Verdict.SUCCESS: "success",
+    Verdict.CALLER_ERROR: "caller_error",
+    Verdict.FAILURE: "failure",
+    Verdict.FAILURE_NOT_SENT: "failure",
+    Verdict.CRASH: "crash",
+}
+_BODY_CAP = 2048  # bytes of a provider's error body kept in a VendorError
+
+
+def _is_async_callable(fn: object) -> bool:
+    code = getattr(fn, "__code__", None)
+    if code is not None and code.co_flags & inspect.CO_COROUTINE:
+        return True  # the common case, without inspect's slower walk
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object whose __call__ is async
+    )
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class Service:
+    """A registered service; `call` and `request` go through all of its policies."""
+
+    __slots__ = ("_actor", "name")
+
+    def __init__(self, actor: ServiceActor) -> None:
+        self._actor = actor
+        self.name = actor.name
+
+    def __repr__(self) -> str:
+        return f"<Service {self.name!r}>"
+
+    async def call(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
+        tenant_id: str | None = None,
+        idempotency_key: str | IdempotencyKey | None = None,
+        deadline: float | None = None,
+        idempotent: bool | None = None,
+        endpoint: str | None = None,
+        cost: float = 1.0,
+    ) -> T:
+        """``await fn(*args)`` under every policy of this service.
+
+        ``deadline`` bounds the whole call in seconds (queueing, attempts and
+        backoff). ``idempotent`` overrides the service's setting for this call;
+        an ``idempotency_key`` makes it safe to repeat and deduplicates it.
+        Exceptions are sorted by the classifier the service was registered with.
+        """
+        if not _is_async_callable(fn):
+            raise ConfigError("fn", fn, "must be an async function")
+        result: T = await self._guard(
+            fn, args, None, tenant_id, idempotency_key, deadline, idempotent, endpoint, cost
+        )
+        return result
+
+    async def request(
+        self,
+        request: HttpRequest,
+        *,
+        tenant_id: str | None = None,
+        idempotency_key: str | IdempotencyKey | None = None,
+        deadline: float | None = None,
+        cost: float = 1.0,
+    ) -> HttpResponse:
+        """Send ``request`` through this service's transport under every policy.
+
+        2xx and 3xx come back as the response; another 4xx raises `VendorError`;
+        a 5xx or a retryable status is a provider failure, retried when safe
+        (idempotent method, or an idempotency key), then `ConnectionFailed`.
+        """
+        if not isinstance(request, HttpRequest):
+            raise ConfigError("request", request, "must be an HttpRequest")
+        if self._actor.transport_factory is None:
+            raise ConfigError("transport", None, f"service '{self.name}' has no transport")
+        endpoint = request.endpoint or request.url
+        response: HttpResponse = await self._guard(
+            None, (), request, tenant_id, idempotency_key, deadline, None, endpoint, cost
+        )
+        return response
+
+    async def _guard(
+        self,
+        fn: Callable[..., Awaitable[Any]] | None,
+        args: tuple[Any, ...],
+        request: HttpRequest | None,
+        tenant_id: str | None,
+        idempotency_key: str | IdempotencyKey | None,
+        deadline: float | None,
+        idempotent: bool | None,
+        endpoint: str | None,
+        cost: float,
+    ) -> Any:
+        actor = self._actor
+        runtime = actor.runtime
+        if not runtime.running:
+            raise ServiceUnavailable(self.name, "the runtime is not running")
+        now = actor.clock()
+        if deadline is not None:
+            if isinstance(deadline, bool) or not isinstance(deadline, int | float):
+                raise ConfigError("deadline", deadline, "must be a number of seconds")
+            if not deadline >= 0:
+                raise ConfigError("deadline", deadline, "must be >= 0")
+            deadline_at: float | None = now + deadline
+        elif actor.policy.retry.deadline is not None:
+            deadline_at = now + actor.policy.retry.deadline
+        else:
+            deadline_at = None
+        if idempotency_key is None:
+            call = _Call(actor, fn, args, request, tenant_id, None, deadline_at, idempotent)
+            return await call.run(endpoint, cost)
+        if isinstance(idempotency_key, IdempotencyKey):
+            key_text, ttl = idempotency_key.value, idempotency_key.ttl
+        elif isinstance(idempotency_key, str) and idempotency_key:
+            key_text, ttl = idempotency_key, DEFAULT_IDEMPOTENCY_TTL
+        else:
+            raise ConfigError("idempotency_key", idempotency_key, "must be a non-empty string")
+
+        def operation() -> Awaitable[Any]:
+            call = _Call(actor, fn, args, request, tenant_id, key_text, deadline_at, True)
+            return call.run(endpoint, cost)
+
+        return await runtime.idempotency.run((self.name, tenant_id, key_text), ttl, now, operation)
+
+
+def _body_text(response: HttpResponse) -> str:
+    return response.content[:_BODY_CAP].decode("utf-8", errors="replace")
+
+
+class _Call:
+    """One guarded call from admission to its single reply."""
+
+    __slots__ = (
+        "actor",
+        "args",
+        "cell",
+        "deadline_at",
+        "fn",
+        "idempotency_key",
+        "idempotent",
+        "key",
+        "request",
+        "tenant_id",
+    )
+
+    def __init__(
+        self,
+        actor: ServiceActor,
+        fn: Callable[..., Awaitable[Any]] | None,
+        args: tuple[Any, ...],
+        request: HttpRequest | None,
+        tenant_id: str | None,
+        idempotency_key: str | None,
+        deadline_at: float | None,
+        idempotent: bool | None,
+    ) -> None:
+        self.actor = actor
+        self.fn = fn
+        self.args = args
+        self.request = request
+        self.tenant_id = tenant_id
+        self.idempotency_key = idempotency_key
+        self.deadline_at = deadline_at
+        if idempotent is None:
+            idempotent = request.is_idempotent if request is not None else actor.policy.idempotent
+        self.idempotent = idempotent
+
+    async def run(self, endpoint: str | None, cost: float) -> Any:
+        actor = self.actor
+        policy = actor.policy
+        key_by = policy.key_by
+        key = None if key_by is None else self.tenant_id if key_by == "tenant" else endpoint
+        cell = actor.cells.get(key)
+        if cell is None:
+            cell = await actor.open_cell(key)
+        clock = actor.clock
+        deadline_at = self.deadline_at
+        tenant_id = self.tenant_id
+        attempt = 0
+        previous_delay: float | None = None
+        last_error: BaseException | None = None
+        now = clock()
+        while True:
+            attempt += 1
+            if deadline_at is not None and now >= deadline_at:
+                raise cell.reject(now, DeadlineExceeded(actor.name), tenant_id, endpoint)
+            try:
+                permit = cell.try_admit(now, cost, attempt > 1, deadline_at, tenant_id, endpoint)
+            except _BudgetExhausted:
+                assert last_error is not None
+                raise ConnectionFailed(
+                    actor.name, endpoint or "", attempt - 1, _describe(last_error)
+                ) from last_error
+            if permit < 0:
+                permit = await cell.wait_turn(permit, cost, deadline_at, tenant_id, endpoint)
+                now = clock()
+            outcome = await self._attempt(cell, permit, now)
+            now = clock()
+            verdict, error, response = self._settle(
+                cell, permit, outcome, now, attempt, endpoint, key
+            )
+            if verdict is Verdict.SUCCESS:
+                return outcome.value
+            quiet: float | None = None
+            if response is not None and verdict is not Verdict.CALLER_ERROR:
+                quiet = quiet_period(response, actor.runtime.wall_clock())
+                if quiet is not None:
+                    cell.pause(now + quiet)
+            last_error = error
+            delay = self._retry_delay(verdict, error, attempt, previous_delay, quiet, endpoint)
+            if deadline_at is not None and now + delay >= deadline_at:
+                raise ConnectionFailed(
+                    actor.name, endpoint or "", attempt, _describe(error)
+                ) from error
+            previous_delay = delay
+            bus = actor.runtime.events
+            if bus.active:
+                bus.publish(
+                    RetryScheduled(
+                        service=actor.name,
+                        key=key,
+                        at=now,
+                        attempt=attempt,
+                        delay=delay,
+                        tenant_id=tenant_id,
+                        endpoint=endpoint,
+                    )
+                )
+            await anyio.sleep(delay)
+            now = clock()
+
+    async def _attempt(self, cell: Cell, permit: int, started: float) -> _Outcome:
+        """Run one attempt; a cancellation frees its slot and probe and propagates."""
+        actor = self.actor
+        timeout = actor.policy.timeout
+        deadline_at = self.deadline_at
+        request = self.request
+        instance = actor.instance if request is not None else None
+        if instance is not None:
+            instance.users += 1
+        outcome = _Outcome(started)
+        try:
+            if timeout is None and deadline_at is None:
+                outcome.value = await self._send(instance)
+            else:
+                limit = started + timeout if timeout is not None else math.inf
+                if deadline_at is not None and deadline_at < limit:
+                    limit = deadline_at
+                with anyio.CancelScope(deadline=limit) as scope:
+                    outcome.value = await self._send(instance)
+                if scope.cancelled_caught:
+                    # Ours or the caller's deadline: which one decides what it says.
+                    by_deadline = timeout is None or (
+                        deadline_at is not None and deadline_at < started + timeout
+                    )
+                    outcome.cut = "deadline" if by_deadline else "timeout"
+        except Exception as error:
+            outcome.error = error
+        except BaseException:
+            cell.abort(permit)
+            raise
+        finally:
+            if instance is not None:
+                instance.users -= 1
+                if instance.retired and instance.users == 0:
+                    actor.runtime.spawn(instance.transport.aclose)
+        return outcome
+
+    async def _send(self, instance: Instance | None) -> Any:
+        if instance is None:
+            assert self.fn is not None
+            return await self.fn(*self.args)
+        assert self.request is not None
+        return await instance.transport.send(self.request)
+
+    def _settle(
+        self,
+        cell: Cell,
+        permit: int,
+        outcome: _Outcome,
+        now: float,
+        attempt: int,
+        endpoint: str | None,
+        key: str | None,
+    ) -> tuple[Verdict, Exception, HttpResponse | None]:
+        """Classify the attempt, record it in the breaker, publish it; raise a final
+        caller error or deadline, else return the verdict with the error to report."""
+        actor = self.actor
+        name = actor.name
+        error = outcome.error
+        response: HttpResponse | None = None
+        if outcome.cut == "deadline":
+            # The caller's deadline, not the provider, ended it: no verdict on the provider.
+            cell.abort(permit)
+            raise cell.reject(now, DeadlineExceeded(name), self.tenant_id, endpoint)
+        if outcome.cut == "timeout":
+            timeout = actor.policy.timeout
+            assert timeout is not None
+            verdict = Verdict.FAILURE
+            error = Timeout(name, timeout)
+        elif error is not None:
+            verdict = actor.classifier.classify(error)
+        elif self.request is not None:
+            response = outcome.value
+            assert response is not None
+            verdict = _judge(response, actor.policy.retry.retryable_statuses)
+        else:
+            verdict = Verdict.SUCCESS
+        cell.finish()
+        duration = now - outcome.started
+        if verdict is Verdict.CRASH:
+            cell.give_back(permit)  # our bug says nothing about the provider
+        else:
+            failed = verdict >= Verdict.FAILURE
+            if failed and response is not None and response.status == 429:
+                failed = actor.policy.breaker_counts_429
+            cell.record(permit, now, duration, failed)
+        bus = actor.runtime.events
+        if bus.active:
+            bus.publish(
+                AttemptFinished(
+                    service=name,
+                    key=key,
+                    at=now,
+                    attempt=attempt,
+                    outcome="timeout" if outcome.cut else _OUTCOMES[verdict],
+                    duration=duration,
+                    tenant_id=self.tenant_id,
+                    endpoint=endpoint,
+                    method=self.request.method if self.request is not None else None,
+                    status=response.status if response is not None else None,
+                    error=_describe(error) if error is not None else None,
+                    idempotency_key=self.idempotency_key,
+                )
+            )
+        if verdict is Verdict.SUCCESS:
+            return verdict, _NO_ERROR, response
+        if verdict is Verdict.CALLER_ERROR:
+            if error is not None:
+                raise error
+            assert response is not None
+            raise VendorError(name, response.status, _body_text(response))
+        if error is None:
+            assert response is not None
+            error = ConnectionFailed(name, endpoint or "", attempt, f"HTTP {response.status}")
+        return verdict, error, response
+
+    def _retry_delay(
+        self,
+        verdict: Verdict,
+        error: Exception,
+        attempt: int,
+        previous: float | None,
+        quiet: float | None,
+        endpoint: str | None,
+    ) -> float:
+        """The wait before the next attempt, or raise when this failure is final."""
+        actor = self.actor
+        attempts = actor.policy.retry.attempts
+        if verdict is Verdict.CRASH:
+            actor.crash(error)
+            if not (self.idempotent and attempt < attempts):
+                raise ActorCrashed(actor.name, _describe(error)) from error
+        elif attempt >= attempts or not (self.idempotent or verdict is Verdict.FAILURE_NOT_SENT):
+            raise ConnectionFailed(actor.name, endpoint or "", attempt, _describe(error)) from error
+        delay = actor.backoff.delay(attempt, previous)
+        return quiet if quiet is not None and quiet > delay else delay
+
+
+class _Outcome:
+    __slots__ = ("cut", "error", "started", "value")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.value: Any = None
+        self.error: Exception | None = None
+        self.cut: str | None = None
+
+
+_NO_ERROR = Exception("no error")
+
+
+def _judge(response: HttpResponse, retryable: frozenset[int]) -> Verdict:
+    status = response.status
+    if status < 400:
+        return Verdict.SUCCESS
+    if status >= 500 or status in retryable:
+        return Verdict.FAILURE
+    return Verdict.CALLER_ERROR
