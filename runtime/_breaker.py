@@ -44,9 +44,10 @@ class Breaker(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     (the original's rule, default 5), and ``failure_rate_threshold`` over a
     sliding window of the last ``window_size`` calls (``sliding_window="count"``)
     or seconds (``"time"``) once ``minimum_calls`` were seen (resilience4j's
-    rule). A call at least ``slow_call_duration`` long is slow; a slow-call rate
-    at or above ``slow_call_rate_threshold`` also trips. Thresholds are
-    inclusive. Set ``failure_threshold=None`` for a rate-only breaker.
+    rule; a count window needs at most ``window_size``). A call at least
+    ``slow_call_duration`` long is slow; a slow-call rate at or above
+    ``slow_call_rate_threshold`` also trips. Thresholds are inclusive. Set
+    ``failure_threshold=None`` for a rate-only breaker.
     """
 
     failure_threshold: int | None = 5
@@ -67,9 +68,15 @@ class Breaker(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
             check.integer("failure_threshold", self.failure_threshold, 1)
         if self.failure_rate_threshold is not None:
             check.fraction("failure_rate_threshold", self.failure_rate_threshold)
-        if self.failure_threshold is None and self.failure_rate_threshold is None:
+        if (
+            self.failure_threshold is None
+            and self.failure_rate_threshold is None
+            and self.slow_call_duration is None
+        ):
             raise ConfigError(
-                "failure_threshold", None, "set it or failure_rate_threshold: no rule would trip"
+                "failure_threshold",
+                None,
+                "set it, failure_rate_threshold or slow_call_duration: no rule would trip",
             )
         check.one_of("sliding_window", self.sliding_window, ("count", "time"))
         check.integer("window_size", self.window_size, 1)
@@ -281,6 +288,11 @@ class CircuitBreaker:
     def opened_at(self) -> float | None:
         return self._opened_at
 
+    @property
+    def current(self) -> BreakerState:
+        """The state as last transitioned, without checking whether an open period ended."""
+        return self._state
+
     def state(self, now: float) -> BreakerState:
         """The state at ``now``; an open circuit whose time is up reads as half-open."""
         if self._state is BreakerState.OPEN and now >= self._reopen_at():
@@ -405,7 +417,11 @@ class CircuitBreaker:
         if window is None:
             return
         calls, failures, slow = window.totals(now)
-        if calls < config.minimum_calls:
+        # As resilience4j: a count window never waits for more calls than it can hold.
+        needed = config.minimum_calls
+        if config.sliding_window == "count":
+            needed = min(needed, config.window_size)
+        if calls < needed:
             return
         rate = config.failure_rate_threshold
         # Compare ratios, not products: 3/10 is the float nearest 0.3, 0.3*10 is not 3.

@@ -12,10 +12,9 @@ ages) comes from an injected `WallClock`; the default is the system's.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
-
-import sniffio
 
 __all__ = ["Clock", "WallClock", "loop_clock", "system_wall_clock"]
 
@@ -25,19 +24,13 @@ WallClock = Callable[[], float]
 
 def loop_clock() -> Clock:
     """The running loop's clock function: call from inside the event loop."""
-    # Imported here: trio is optional, and the asyncio import is free once running.
-    library = sniffio.current_async_library()
-    if library == "trio":
-        import trio  # noqa: PLC0415
-
-        return trio.current_time
-    if library == "asyncio":
-        import asyncio  # noqa: PLC0415
-
+    try:
         return asyncio.get_running_loop().time
-    import anyio  # noqa: PLC0415  # pragma: no cover - another anyio backend
+    except RuntimeError:
+        pass  # not asyncio: trio, the other backend anyio runs on
+    import trio  # noqa: PLC0415 - trio is optional; this runs once per runtime
 
-    return anyio.current_time  # pragma: no cover
+    return trio.current_time
 
 
 def system_wall_clock() -> float:

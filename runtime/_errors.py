@@ -18,6 +18,7 @@ __all__ = [
     "ConnectionFailed",
     "ConnectorError",
     "CredentialRefreshFailed",
+    "CredentialsExpired",
     "CredentialsNotFound",
     "DeadlineExceeded",
     "Overloaded",
@@ -253,3 +254,21 @@ class WebhookVerificationFailed(ConnectorError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"Webhook verification failed: {reason}", reason=reason)
+
+
+class CredentialsExpired(CredentialsNotFound):
+    """The stored credentials have expired and cannot be refreshed, so none are usable.
+
+    A `CredentialsNotFound`, since a caller handles both the same way: store
+    fresh credentials. ``reason`` says why no refresh was possible.
+    """
+
+    reason: str
+
+    def __init__(
+        self, service: str, tenant_id: str | None, reason: str = "they cannot be refreshed"
+    ) -> None:
+        super().__init__(service, tenant_id)
+        self.reason = reason
+        whose = f"tenant '{tenant_id}'" if tenant_id is not None else "the default tenant"
+        self.args = (f"Credentials for service '{service}' and {whose} have expired: {reason}",)

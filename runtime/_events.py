@@ -19,6 +19,7 @@ import msgspec
 
 from ._breaker import BreakerState
 from ._errors import ConfigError
+from ._http import HttpRequest, HttpResponse
 
 __all__ = [
     "ActorRestarted",
@@ -69,7 +70,11 @@ class CallRejected(Event, frozen=True, kw_only=True):
 
 
 class AttemptFinished(Event, frozen=True, kw_only=True):
-    """One attempt at the provider; ``duration`` excludes time spent queued."""
+    """One attempt at the provider; ``duration`` excludes time spent queued.
+
+    On the HTTP path ``request`` and ``response`` are the objects themselves
+    (unredacted: a consumer that stores them must redact, as the log writer does).
+    """
 
     attempt: int
     outcome: AttemptOutcome
@@ -80,6 +85,8 @@ class AttemptFinished(Event, frozen=True, kw_only=True):
     status: int | None = None
     error: str | None = None
     idempotency_key: str | None = None
+    request: HttpRequest | None = None
+    response: HttpResponse | None = None
 
 
 class RetryScheduled(Event, frozen=True, kw_only=True):

@@ -58,8 +58,11 @@ class TransportFailure(Exception):
 
 
 class Transport(Protocol):
-    """Sends one request; raises `TransportFailure` when no response came back."""
+    """Sends one request; raises `TransportFailure` when no response came back.
 
-    async def send(self, request: HttpRequest) -> HttpResponse: ...
+    ``tenant_id`` says whose credentials to attach (None: the default tenant's).
+    """
+
+    async def send(self, request: HttpRequest, tenant_id: str | None = None) -> HttpResponse: ...
 
     async def aclose(self) -> None: ...

@@ -18,7 +18,7 @@ import msgspec
 from . import _validate as check
 from ._errors import ConfigError
 
-__all__ = ["GCRA", "Limiter", "RateLimit", "TokenBucket"]
+__all__ = ["GCRA", "Limiter", "LimiterState", "RateLimit", "TokenBucket"]
 
 # Float slack when comparing tokens or instants: a caller told to wait w seconds
 # must be admitted at now + w even when the sum rounds a few ulps short.
@@ -79,12 +79,31 @@ class RateLimit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         return TokenBucket(self)
 
 
+class LimiterState(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A limiter's state, to resume it after its actor was passivated.
+
+    ``level`` is the bucket's tokens or GCRA's theoretical arrival time, and
+    None, like ``updated`` and ``paused_until``, means "never used": full.
+    """
+
+    level: float | None
+    updated: float | None = None
+    paused_until: float | None = None
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if math.isinf(value) else value
+
+
 class Limiter(Protocol):
     """What the service actor needs from a limiter."""
 
     limit: RateLimit
 
     def try_acquire(self, now: float, cost: float = 1.0) -> float: ...
+    def refund(self, now: float, cost: float = 1.0) -> None: ...
+    def snapshot(self) -> LimiterState: ...
+    def restore(self, state: LimiterState) -> None: ...
     def available(self, now: float) -> float: ...
     def pause_until(self, until: float) -> None: ...
     @property
@@ -135,6 +154,24 @@ class TokenBucket:
             return 0.0
         return (cost - tokens) / self.refill_rate
 
+    def refund(self, now: float, cost: float = 1.0) -> None:
+        """Give back ``cost`` taken by a call that was never sent (it was cancelled)."""
+        self._tokens = min(self.capacity, self._tokens_at(now) + cost)
+        self._updated = max(now, self._updated)
+
+    def snapshot(self) -> LimiterState:
+        return LimiterState(
+            level=self._tokens,
+            updated=_finite_or_none(self._updated),
+            paused_until=_finite_or_none(self._paused_until),
+        )
+
+    def restore(self, state: LimiterState) -> None:
+        level = self.capacity if state.level is None else state.level
+        self._tokens = min(self.capacity, max(0.0, level))
+        self._updated = -math.inf if state.updated is None else state.updated
+        self._paused_until = -math.inf if state.paused_until is None else state.paused_until
+
     def pause_until(self, until: float) -> None:
         """Admit nothing before ``until``; tokens keep accruing meanwhile."""
         self._paused_until = max(self._paused_until, until)
@@ -179,6 +216,19 @@ class GCRA:
         if wait == 0.0:
             self._tat = max(self._tat, now) + self.interval * cost
         return wait
+
+    def refund(self, now: float, cost: float = 1.0) -> None:
+        """Give back ``cost`` taken by a call that was never sent (it was cancelled)."""
+        self._tat = max(now, self._tat - self.interval * cost)
+
+    def snapshot(self) -> LimiterState:
+        return LimiterState(
+            level=_finite_or_none(self._tat), paused_until=_finite_or_none(self._paused_until)
+        )
+
+    def restore(self, state: LimiterState) -> None:
+        self._tat = -math.inf if state.level is None else state.level
+        self._paused_until = -math.inf if state.paused_until is None else state.paused_until
 
     def pause_until(self, until: float) -> None:
         """Admit nothing before ``until``."""

@@ -319,7 +319,7 @@ class _Call:
             assert self.fn is not None
             return await self.fn(*self.args)
         assert self.request is not None
-        return await instance.transport.send(self.request)
+        return await instance.transport.send(self.request, self.tenant_id)
 
     def _settle(
         self,
@@ -379,6 +379,8 @@ class _Call:
                     status=response.status if response is not None else None,
                     error=_describe(error) if error is not None else None,
                     idempotency_key=self.idempotency_key,
+                    request=self.request,
+                    response=response,
                 )
             )
         if verdict is Verdict.SUCCESS:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 from ._errors import ConfigError
 
@@ -65,3 +65,13 @@ def one_of(field: str, value: Any, choices: Iterable[str]) -> str:
     if value not in options:
         raise ConfigError(field, value, f"must be one of {', '.join(map(repr, options))}")
     return str(value)
+
+
+def boolean(field: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(field, value, "must be true or false")
+    return value
+
+
+def fail(field: str, value: Any, reason: str) -> NoReturn:
+    raise ConfigError(field, value, reason)

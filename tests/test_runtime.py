@@ -313,7 +313,7 @@ async def test_http_429_with_retry_after_pauses_the_service() -> None:
         def __init__(self) -> None:
             self.starts: list[float] = []
 
-        async def send(self, request: HttpRequest) -> HttpResponse:
+        async def send(self, request: HttpRequest, tenant_id: str | None = None) -> HttpResponse:
             self.starts.append(anyio.current_time())
             if len(self.starts) == 1:
                 return HttpResponse(status=429, headers={"Retry-After": "2"})
@@ -343,7 +343,7 @@ async def test_http_4xx_is_a_vendor_error_and_5xx_a_retried_failure() -> None:
             self.statuses = list(statuses)
             self.sent = 0
 
-        async def send(self, request: HttpRequest) -> HttpResponse:
+        async def send(self, request: HttpRequest, tenant_id: str | None = None) -> HttpResponse:
             self.sent += 1
             return HttpResponse(status=self.statuses.pop(0), content=b'{"error":"nope"}')
 

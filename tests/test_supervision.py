@@ -41,7 +41,7 @@ class BuggyTransport:
         self.closed = False
         log.append(self)
 
-    async def send(self, request: HttpRequest) -> HttpResponse:
+    async def send(self, request: HttpRequest, tenant_id: str | None = None) -> HttpResponse:
         self.counter[0] += 1
         if self.counter[0] in self.crash_on:
             raise KeyError("a bug in the client")
