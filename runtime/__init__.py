@@ -56,6 +56,7 @@ from ._events import (
     CallRejected,
     Event,
     EventBus,
+    LogBufferFull,
     RetryScheduled,
     ServiceStopped,
     Subscription,
@@ -63,8 +64,41 @@ from ._events import (
 from ._http import HttpRequest, HttpResponse, Transport, TransportFailure
 from ._idempotency import IdempotencyKey
 from ._idempotency_store import IdempotencyStore, MemoryIdempotencyStore
+from ._log_writer import (
+    LogsNotWritten,
+    LogWriter,
+)
+from ._logrecord import (
+    IntegrationLog,
+    LogFilters,
+    LogMetrics,
+    LogStatus,
+    UlidGenerator,
+    new_ulid,
+)
+from ._logstore import (
+    DEFAULT_RETENTION_DAYS,
+    MAX_QUERY_LIMIT,
+    LogStore,
+    TenantLogView,
+)
+from ._logstore_memory import (
+    MemoryLogStore,
+)
+from ._logstore_postgres import (
+    PostgresLogStore,
+)
+from ._logstore_sqlite import (
+    SqliteLogStore,
+)
 from ._policy import ServicePolicy, Supervision
 from ._ratelimit import GCRA, Limiter, LimiterState, RateLimit, TokenBucket
+from ._redaction import (
+    REDACTED,
+    is_secret_key,
+    redact,
+    redact_text,
+)
 from ._retry import DEFAULT_RETRYABLE_STATUSES, Backoff, Jitter, Retry
 from ._retry_after import parse_retry_after
 from ._runtime import Runtime
@@ -81,8 +115,11 @@ from ._webhooks import (
 
 __all__ = [
     "DEFAULT_REFRESH_MARGIN",
+    "DEFAULT_RETENTION_DAYS",
     "DEFAULT_RETRYABLE_STATUSES",
     "GCRA",
+    "MAX_QUERY_LIMIT",
+    "REDACTED",
     "SECRET_KEY_ENV",
     "ActorCrashed",
     "ActorRestarted",
@@ -118,14 +155,24 @@ __all__ = [
     "HttpResponse",
     "IdempotencyKey",
     "IdempotencyStore",
+    "IntegrationLog",
     "Jitter",
     "Limiter",
     "LimiterState",
+    "LogBufferFull",
+    "LogFilters",
+    "LogMetrics",
+    "LogStatus",
+    "LogStore",
+    "LogWriter",
+    "LogsNotWritten",
     "MemoryCredentialStore",
     "MemoryIdempotencyStore",
+    "MemoryLogStore",
     "MemoryStateStore",
     "Overloaded",
     "PaymentDeclined",
+    "PostgresLogStore",
     "RateLimit",
     "RateLimitExceeded",
     "Refresher",
@@ -140,10 +187,12 @@ __all__ = [
     "ServiceUnavailable",
     "ShuttingDown",
     "SqliteCredentialStore",
+    "SqliteLogStore",
     "StateStore",
     "StripeVerifier",
     "Subscription",
     "Supervision",
+    "TenantLogView",
     "Timeout",
     "TimestampedHmacVerifier",
     "TimestampedSignature",
@@ -152,11 +201,16 @@ __all__ = [
     "TransportFactory",
     "TransportFailure",
     "TwilioVerifier",
+    "UlidGenerator",
     "VendorError",
     "Verdict",
     "WallClock",
     "WebhookVerificationFailed",
     "generate_key",
+    "is_secret_key",
+    "new_ulid",
     "parse_retry_after",
+    "redact",
+    "redact_text",
     "sign_webhook",
 ]

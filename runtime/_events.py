@@ -10,7 +10,7 @@ rather than slowing a call. With no subscriber, no event object is even built
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Literal
 
@@ -29,6 +29,7 @@ __all__ = [
     "CallRejected",
     "Event",
     "EventBus",
+    "LogBufferFull",
     "RejectReason",
     "RetryScheduled",
     "ServiceStopped",
@@ -107,6 +108,12 @@ class ServiceStopped(Event, frozen=True, kw_only=True):
     reason: str
 
 
+class LogBufferFull(Event, frozen=True, kw_only=True):
+    """The log writer's buffer is full: ``dropped`` records were not kept so far."""
+
+    dropped: int
+
+
 class Subscription:
     """A bounded, non-blocking feed of events; iterate it with ``async for``."""
 
@@ -176,11 +183,31 @@ class Subscription:
 
 
 class EventBus:
-    """Fans events out to every open `Subscription`."""
+    """Fans events out to every open `Subscription` and every listener.
+
+    A listener is a plain callable run inside `publish`, on the caller's path:
+    it must only hand the event over (append it to a buffer), never block.
+    """
 
     def __init__(self) -> None:
         self._subscriptions: list[Subscription] = []
+        self._listeners: list[Callable[[Event], None]] = []
         self.active = False
+
+    def listen(self, listener: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``listener(event)`` for every event; returns the function that stops it."""
+        self._listeners.append(listener)
+        self.active = True
+
+        def stop() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+            self._update()
+
+        return stop
+
+    def _update(self) -> None:
+        self.active = bool(self._subscriptions or self._listeners)
 
     def subscribe(self, max_buffer: int = 10_000) -> Subscription:
         if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 1:
@@ -193,9 +220,11 @@ class EventBus:
     def unsubscribe(self, subscription: Subscription) -> None:
         if subscription in self._subscriptions:
             self._subscriptions.remove(subscription)
-        self.active = bool(self._subscriptions)
+        self._update()
 
     def publish(self, event: Event) -> None:
+        for listener in self._listeners:
+            listener(event)
         for subscription in self._subscriptions:
             subscription.push(event)
 

@@ -25,6 +25,8 @@ from ._clock import Clock, WallClock, loop_clock, system_wall_clock
 from ._errors import ConfigError
 from ._events import EventBus
 from ._idempotency_store import IdempotencyStore, MemoryIdempotencyStore
+from ._log_writer import LogsNotWritten, LogWriter
+from ._logstore import LogStore
 from ._policy import ServicePolicy
 from ._service import Service
 from ._state_store import MemoryStateStore, StateStore
@@ -43,6 +45,7 @@ class Runtime:
 
     ``rng`` feeds every jitter (seed it for a repeatable run); ``wall_clock``
     stamps logs and reads HTTP-date headers. Both default to the system's.
+    With a ``log_store``, a `LogWriter` records every attempt and rejection.
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class Runtime:
         wall_clock: WallClock = system_wall_clock,
         state_store: StateStore | None = None,
         idempotency: IdempotencyStore | None = None,
+        log_store: LogStore | None = None,
         shutdown_timeout: float = 30.0,
     ) -> None:
         check.non_negative("shutdown_timeout", shutdown_timeout)
@@ -65,6 +69,7 @@ class Runtime:
         )
         self.shutdown_timeout = shutdown_timeout
         self.events = EventBus()
+        self.log_writer = LogWriter(log_store, rng=self.rng) if log_store is not None else None
         self.clock: Clock = _not_started
         self.running = False
         self._closed = False
@@ -154,6 +159,9 @@ class Runtime:
         await task_group.__aenter__()
         self._task_group = task_group
         self.running = True
+        if self.log_writer is not None:
+            self.log_writer.attach(self.events, self.clock, self.wall_clock)
+            task_group.start_soon(self.log_writer.run)
         for actor in self._actors.values():
             actor.start()
         self._start_sweeper()
@@ -191,11 +199,19 @@ class Runtime:
             for actor in actors:
                 await actor.flush()
                 await actor.close()
+            unwritten: LogsNotWritten | None = None
+            if self.log_writer is not None:
+                try:
+                    await self.log_writer.close(self.shutdown_timeout)
+                except LogsNotWritten as error:
+                    unwritten = error
             self.events.close()
         # The task group was entered outside the shield, so it is left outside it.
         task_group.cancel_scope.cancel()
         await task_group.__aexit__(None, None, None)
         self._task_group = None
+        if unwritten is not None:
+            raise unwritten
 
     def drained(self) -> bool:
         """True when no attempt is in flight in any service."""

@@ -40,3 +40,29 @@ def virtual_anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str
     from connector.sim._loop import VirtualTimeLoop
 
     return ("asyncio", {"loop_factory": VirtualTimeLoop})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drivers that exist only for asyncio (asyncpg, redis-py) are not run on trio.
+
+    A test marked ``asyncio_only``, or parametrised with a value its module lists
+    in ``ASYNCIO_ONLY_PARAMS``, is deselected for trio: not run, and not
+    reported as a skip, since nothing is missing.
+    """
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params: dict[str, object] = dict(callspec.params) if callspec is not None else {}
+        only_asyncio = item.get_closest_marker("asyncio_only") is not None or any(
+            value in getattr(item.module, "ASYNCIO_ONLY_PARAMS", ())
+            for value in params.values()
+            if isinstance(value, str)
+        )
+        trio = params.get("anyio_backend") == "trio" or (
+            isinstance(params.get("anyio_backend"), tuple) and params["anyio_backend"][0] == "trio"  # type: ignore[index]
+        )
+        (dropped if only_asyncio and trio else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
