@@ -4,8 +4,18 @@ Everything public is re-exported here; the modules behind it are private.
 """
 
 from ._actor import TransportFactory
+from ._asgi import (
+    ConnectorState,
+    connector_lifespan,
+    connector_state,
+    service_dependency,
+)
 from ._breaker import Breaker, BreakerState, CircuitBreaker, CircuitBreakerState
 from ._budget import RetryBudget, RetryBudgetLedger
+from ._bulk import (
+    BulkFailure,
+    BulkResult,
+)
 from ._classify import ExceptionClassifier, Verdict
 from ._clock import Clock, WallClock
 from ._credential_crypto import (
@@ -29,6 +39,14 @@ from ._credstore_memory import (
 )
 from ._credstore_sqlite import (
     SqliteCredentialStore,
+)
+from ._email import (
+    AddressValidation,
+    Attachment,
+    EmailMessage,
+    EmailReceipt,
+    EmailService,
+    EmailStatistics,
 )
 from ._errors import (
     ActorCrashed,
@@ -61,6 +79,10 @@ from ._events import (
     ServiceStopped,
     Subscription,
 )
+from ._formats import (
+    check_email_address,
+    check_phone_number,
+)
 from ._http import HttpRequest, HttpResponse, Transport, TransportFailure
 from ._idempotency import IdempotencyKey
 from ._idempotency_store import IdempotencyStore, MemoryIdempotencyStore
@@ -91,6 +113,23 @@ from ._logstore_postgres import (
 from ._logstore_sqlite import (
     SqliteLogStore,
 )
+from ._payments import (
+    CaptureMethod,
+    CaptureRequest,
+    CaptureResult,
+    ChargeRequest,
+    ChargeResult,
+    Money,
+    PaymentGateway,
+    PaymentIntent,
+    PaymentIntentRequest,
+    PaymentStatus,
+    RefundReason,
+    RefundRequest,
+    RefundResult,
+    RefundStatus,
+    currency_exponent,
+)
 from ._policy import ServicePolicy, Supervision
 from ._ratelimit import GCRA, Limiter, LimiterState, RateLimit, TokenBucket
 from ._redaction import (
@@ -103,7 +142,37 @@ from ._retry import DEFAULT_RETRYABLE_STATUSES, Backoff, Jitter, Retry
 from ._retry_after import parse_retry_after
 from ._runtime import Runtime
 from ._service import Service
+from ._shipping import (
+    Address,
+    Parcel,
+    Shipment,
+    ShipmentCancellation,
+    ShipmentRequest,
+    ShippingProvider,
+    ShippingRate,
+    TrackingEvent,
+    TrackingInfo,
+    TrackingStatus,
+)
+from ._sms import (
+    AccountBalance,
+    PhoneNumberInfo,
+    SmsMessage,
+    SmsReceipt,
+    SmsService,
+)
 from ._state_store import CellState, MemoryStateStore, StateStore
+from ._storage import (
+    CloudStorage,
+    FileUpload,
+    SignedMethod,
+    SignedUrl,
+    StoredFile,
+    StoredObject,
+)
+from ._webhook_sender import (
+    WebhookSender,
+)
 from ._webhooks import (
     HmacVerifier,
     StripeVerifier,
@@ -121,23 +190,36 @@ __all__ = [
     "MAX_QUERY_LIMIT",
     "REDACTED",
     "SECRET_KEY_ENV",
+    "AccountBalance",
     "ActorCrashed",
     "ActorRestarted",
+    "Address",
+    "AddressValidation",
+    "Attachment",
     "AttemptFinished",
     "AuthMethod",
     "Backoff",
     "Breaker",
     "BreakerState",
     "BreakerTransition",
+    "BulkFailure",
+    "BulkResult",
     "CallRejected",
+    "CaptureMethod",
+    "CaptureRequest",
+    "CaptureResult",
     "CellState",
+    "ChargeRequest",
+    "ChargeResult",
     "CircuitBreaker",
     "CircuitBreakerOpen",
     "CircuitBreakerState",
     "Clock",
+    "CloudStorage",
     "ConfigError",
     "ConnectionFailed",
     "ConnectorError",
+    "ConnectorState",
     "CredentialCipher",
     "CredentialInfo",
     "CredentialManager",
@@ -147,9 +229,14 @@ __all__ = [
     "CredentialsExpired",
     "CredentialsNotFound",
     "DeadlineExceeded",
+    "EmailMessage",
+    "EmailReceipt",
+    "EmailService",
+    "EmailStatistics",
     "Event",
     "EventBus",
     "ExceptionClassifier",
+    "FileUpload",
     "HmacVerifier",
     "HttpRequest",
     "HttpResponse",
@@ -170,12 +257,23 @@ __all__ = [
     "MemoryIdempotencyStore",
     "MemoryLogStore",
     "MemoryStateStore",
+    "Money",
     "Overloaded",
+    "Parcel",
     "PaymentDeclined",
+    "PaymentGateway",
+    "PaymentIntent",
+    "PaymentIntentRequest",
+    "PaymentStatus",
+    "PhoneNumberInfo",
     "PostgresLogStore",
     "RateLimit",
     "RateLimitExceeded",
     "Refresher",
+    "RefundReason",
+    "RefundRequest",
+    "RefundResult",
+    "RefundStatus",
     "Retry",
     "RetryBudget",
     "RetryBudgetLedger",
@@ -185,10 +283,22 @@ __all__ = [
     "ServicePolicy",
     "ServiceStopped",
     "ServiceUnavailable",
+    "Shipment",
+    "ShipmentCancellation",
+    "ShipmentRequest",
+    "ShippingProvider",
+    "ShippingRate",
     "ShuttingDown",
+    "SignedMethod",
+    "SignedUrl",
+    "SmsMessage",
+    "SmsReceipt",
+    "SmsService",
     "SqliteCredentialStore",
     "SqliteLogStore",
     "StateStore",
+    "StoredFile",
+    "StoredObject",
     "StripeVerifier",
     "Subscription",
     "Supervision",
@@ -197,6 +307,9 @@ __all__ = [
     "TimestampedHmacVerifier",
     "TimestampedSignature",
     "TokenBucket",
+    "TrackingEvent",
+    "TrackingInfo",
+    "TrackingStatus",
     "Transport",
     "TransportFactory",
     "TransportFailure",
@@ -205,12 +318,19 @@ __all__ = [
     "VendorError",
     "Verdict",
     "WallClock",
+    "WebhookSender",
     "WebhookVerificationFailed",
+    "check_email_address",
+    "check_phone_number",
+    "connector_lifespan",
+    "connector_state",
+    "currency_exponent",
     "generate_key",
     "is_secret_key",
     "new_ulid",
     "parse_retry_after",
     "redact",
     "redact_text",
+    "service_dependency",
     "sign_webhook",
 ]
