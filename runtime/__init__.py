@@ -85,6 +85,12 @@ from ._formats import (
 )
 from ._http import HttpRequest, HttpResponse, Transport, TransportFailure
 from ._idempotency import IdempotencyKey
+from ._idempotency_redis import (
+    RedisIdempotencyStore,
+)
+from ._idempotency_sqlite import (
+    SqliteIdempotencyStore,
+)
 from ._idempotency_store import IdempotencyStore, MemoryIdempotencyStore
 from ._log_writer import (
     LogsNotWritten,
@@ -138,10 +144,29 @@ from ._redaction import (
     redact,
     redact_text,
 )
+from ._redis_state import (
+    RedisSharedState,
+)
+from ._redis_state_store import (
+    RedisStateStore,
+)
 from ._retry import DEFAULT_RETRYABLE_STATUSES, Backoff, Jitter, Retry
 from ._retry_after import parse_retry_after
 from ._runtime import Runtime
 from ._service import Service
+from ._shared_events import (
+    FallbackMode,
+    SharedStateRestored,
+    SharedStateUnavailable,
+)
+from ._shared_state import (
+    Admission,
+    BreakerStatus,
+    FallbackSharedState,
+    MemorySharedState,
+    SharedPolicyState,
+    SharedStateError,
+)
 from ._shipping import (
     Address,
     Parcel,
@@ -160,6 +185,10 @@ from ._sms import (
     SmsMessage,
     SmsReceipt,
     SmsService,
+)
+from ._sqlite_state_store import (
+    CellStateCodec,
+    SqliteStateStore,
 )
 from ._state_store import CellState, MemoryStateStore, StateStore
 from ._storage import (
@@ -195,12 +224,14 @@ __all__ = [
     "ActorRestarted",
     "Address",
     "AddressValidation",
+    "Admission",
     "Attachment",
     "AttemptFinished",
     "AuthMethod",
     "Backoff",
     "Breaker",
     "BreakerState",
+    "BreakerStatus",
     "BreakerTransition",
     "BulkFailure",
     "BulkResult",
@@ -209,6 +240,7 @@ __all__ = [
     "CaptureRequest",
     "CaptureResult",
     "CellState",
+    "CellStateCodec",
     "ChargeRequest",
     "ChargeResult",
     "CircuitBreaker",
@@ -236,6 +268,8 @@ __all__ = [
     "Event",
     "EventBus",
     "ExceptionClassifier",
+    "FallbackMode",
+    "FallbackSharedState",
     "FileUpload",
     "HmacVerifier",
     "HttpRequest",
@@ -256,6 +290,7 @@ __all__ = [
     "MemoryCredentialStore",
     "MemoryIdempotencyStore",
     "MemoryLogStore",
+    "MemorySharedState",
     "MemoryStateStore",
     "Money",
     "Overloaded",
@@ -269,6 +304,9 @@ __all__ = [
     "PostgresLogStore",
     "RateLimit",
     "RateLimitExceeded",
+    "RedisIdempotencyStore",
+    "RedisSharedState",
+    "RedisStateStore",
     "Refresher",
     "RefundReason",
     "RefundRequest",
@@ -283,6 +321,10 @@ __all__ = [
     "ServicePolicy",
     "ServiceStopped",
     "ServiceUnavailable",
+    "SharedPolicyState",
+    "SharedStateError",
+    "SharedStateRestored",
+    "SharedStateUnavailable",
     "Shipment",
     "ShipmentCancellation",
     "ShipmentRequest",
@@ -295,7 +337,9 @@ __all__ = [
     "SmsReceipt",
     "SmsService",
     "SqliteCredentialStore",
+    "SqliteIdempotencyStore",
     "SqliteLogStore",
+    "SqliteStateStore",
     "StateStore",
     "StoredFile",
     "StoredObject",

@@ -1,4 +1,4 @@
-"""Reaching the servers some tests need (PostgreSQL; Redis later).
+"""Reaching the servers some tests need (PostgreSQL, Redis).
 
 A test that cannot reach its server is skipped with the reason, unless
 ``CONNECTOR_REQUIRE_SERVICES=1`` (CI, where the servers are started): then it
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import NoReturn
 
 import pytest
@@ -20,6 +20,7 @@ from connector._redaction import redact_text
 POSTGRES_DSN = os.environ.get(
     "CONNECTOR_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
 )
+REDIS_URL = os.environ.get("CONNECTOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -52,3 +53,30 @@ async def postgres_schema() -> AsyncIterator[tuple[str, str]]:
     finally:
         await connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         await connection.close()
+
+
+@contextmanager
+def redis_prefix() -> Iterator[tuple[str, str]]:
+    """(url, prefix): a key prefix of its own on a reachable Redis, its keys deleted afterwards.
+
+    Synchronous (redis-py's blocking client), so it serves asyncio tests,
+    hypothesis tests and multiprocessing tests alike.
+    """
+    try:
+        import redis
+    except ImportError:
+        unavailable("redis is not installed (the 'redis' extra)")
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as error:
+        client.close()
+        unreachable("Redis", REDIS_URL, error)
+    prefix = f"connector_test:{uuid.uuid4().hex}:"
+    try:
+        yield REDIS_URL, prefix
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
