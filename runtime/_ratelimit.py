@@ -20,8 +20,10 @@ from ._errors import ConfigError
 
 __all__ = ["GCRA", "Limiter", "LimiterState", "RateLimit", "TokenBucket"]
 
-# Float slack when comparing tokens or instants: a caller told to wait w seconds
-# must be admitted at now + w even when the sum rounds a few ulps short.
+# Float slack, in seconds: a caller told to wait w seconds must be admitted at
+# now + w even when the sum rounds short. Slack is time, not tokens (1e-9 tokens
+# is 3.6 us of a one-per-hour limit), and grows with the clock's ulp: asyncio's
+# clock is the uptime, and after a year 1e-9 s is below its resolution.
 _EPSILON = 1e-9
 
 
@@ -110,6 +112,18 @@ class Limiter(Protocol):
     def paused_until(self) -> float: ...
 
 
+def _seconds_until(now: float, then: float) -> float:
+    """``then - now``, rounded up if need be so that ``now + result >= then`` in floats.
+
+    A caller told to wait until a pause ends must not come back a few ulps early
+    and find the limiter still paused: a pause admits nothing before its end.
+    """
+    wait = then - now
+    while now + wait < then:
+        wait = math.nextafter(wait, math.inf)
+    return wait
+
+
 def _check_cost(limit: RateLimit, cost: float) -> None:
     if not 0 < cost <= limit.capacity:
         raise ConfigError(
@@ -146,13 +160,15 @@ class TokenBucket:
         _check_cost(self.limit, cost)
         if now < self._paused_until:
             resume = self._paused_until
-            return resume - now + max(0.0, cost - self._tokens_at(resume)) / self.refill_rate
+            deficit = max(0.0, cost - self._tokens_at(resume))
+            return _seconds_until(now, resume) + deficit / self.refill_rate
         tokens = self._tokens_at(now)
-        if tokens + _EPSILON >= cost:
+        wait = (cost - tokens) / self.refill_rate
+        if wait <= _EPSILON + math.ulp(now):
             self._tokens = max(0.0, tokens - cost)
             self._updated = max(now, self._updated)
             return 0.0
-        return (cost - tokens) / self.refill_rate
+        return wait
 
     def refund(self, now: float, cost: float = 1.0) -> None:
         """Give back ``cost`` taken by a call that was never sent (it was cancelled)."""
@@ -201,17 +217,23 @@ class GCRA:
         if now < self._paused_until:
             return 0.0
         backlog = max(self._tat, now) - now
-        return max(0.0, (self.tolerance - backlog) / self.interval)
+        # Not (tolerance - backlog) / interval: that rounds above the capacity when idle.
+        return max(0.0, self.limit.capacity - backlog / self.interval)
 
     def _wait(self, now: float, cost: float) -> float:
-        allow_at = max(self._tat, now) + self.interval * cost - self.tolerance
-        return 0.0 if now + _EPSILON >= allow_at else allow_at - now
+        start = max(self._tat, now)
+        allow_at = start + self.interval * cost - self.tolerance
+        # Every admission rounds the TAT by up to half an ulp, and a burst is up to
+        # `capacity` admissions: without this, a full burst at a large clock
+        # value falls a few nanoseconds short of its last token.
+        slack = _EPSILON + self.limit.capacity * math.ulp(start)
+        return 0.0 if now + slack >= allow_at else allow_at - now
 
     def try_acquire(self, now: float, cost: float = 1.0) -> float:
         _check_cost(self.limit, cost)
         if now < self._paused_until:
             resume = self._paused_until
-            return resume - now + self._wait(resume, cost)
+            return _seconds_until(now, resume) + self._wait(resume, cost)
         wait = self._wait(now, cost)
         if wait == 0.0:
             self._tat = max(self._tat, now) + self.interval * cost

@@ -48,6 +48,10 @@ class Retry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         check.at_least("multiplier", self.multiplier, 1)
         check.at_least("max_delay", self.max_delay, self.initial_delay)
         check.one_of("jitter", self.jitter, JITTERS)
+        if not isinstance(self.retryable_statuses, frozenset | set):
+            raise ConfigError(
+                "retryable_statuses", self.retryable_statuses, "must be a set of HTTP statuses"
+            )
         for status in self.retryable_statuses:
             if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
                 raise ConfigError("retryable_statuses", status, "must be HTTP statuses 100-599")
@@ -77,7 +81,8 @@ class Backoff:
         try:
             grown = policy.initial_delay * policy.multiplier ** (retry - 1)
         except OverflowError:
-            return policy.max_delay
+            # Past every float; but zero grows to zero however often it is multiplied.
+            return policy.max_delay if policy.initial_delay > 0 else 0.0
         return min(policy.max_delay, grown)
 
     def delay(self, retry: int, previous: float | None = None) -> float:

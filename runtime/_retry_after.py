@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import email.utils
 import math
+import re
+from datetime import UTC
 
 __all__ = ["parse_retry_after"]
+
+# ASCII digits only: float() would also take "1e3", "1_000", "inf" and other
+# scripts' digits, none of which is a delay-seconds.
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 def parse_retry_after(value: str | bytes | None, now_wallclock: float) -> float | None:
     """Seconds to wait from ``now_wallclock`` (a Unix time), or None when unreadable.
 
     Accepts delay-seconds (``"120"``, and decimals some providers send) and an
-    HTTP-date (``"Wed, 21 Oct 2015 07:28:00 GMT"``, a date already past gives 0).
-    Anything else, negative or non-finite gives None; it never raises, since a
-    provider's malformed header must not become our crash.
+    HTTP-date (``"Wed, 21 Oct 2015 07:28:00 GMT"``, or the obsolete RFC 850 and
+    asctime forms RFC 9110 still asks recipients to read); a date already past
+    gives 0. Anything else, negative or non-finite gives None; it never raises,
+    since a provider's malformed header must not become our crash.
     """
     if value is None:
         return None
@@ -26,19 +33,15 @@ def parse_retry_after(value: str | bytes | None, now_wallclock: float) -> float 
     text = value.strip()
     if not text:
         return None
-    if text[0].isdigit():
-        try:
-            seconds = float(text)
-        except ValueError:
-            seconds = math.nan
-        if math.isfinite(seconds):
-            return seconds
+    if _SECONDS.fullmatch(text):
+        seconds = float(text)
+        return seconds if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
-        return None  # RFC 9110 dates are GMT; a date without a zone is not one
+        when = when.replace(tzinfo=UTC)  # asctime has no zone: HTTP dates are GMT
     try:
         return max(0.0, when.timestamp() - now_wallclock)
     except (OverflowError, OSError, ValueError):
