@@ -60,9 +60,14 @@ class SqliteDatabase:
             if self._closed:
                 raise ConnectorError(f"{self._owner}({self.path!r}) is closed")
             if self._connection is None:
-                self._connection = await anyio.to_thread.run_sync(
-                    self._connect, limiter=self._serial
-                )
+                try:
+                    self._connection = await anyio.to_thread.run_sync(
+                        self._connect, limiter=self._serial
+                    )
+                except sqlite3.Error as error:
+                    raise ConnectorError(
+                        f"{self._owner} cannot open the SQLite file {self.path!r}: {error}"
+                    ) from error
             return self._connection
 
     def _connect(self) -> sqlite3.Connection:
