@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from . import _memory, _overhead, _policies, _throughput
+from . import _http, _memory, _overhead, _policies, _redis, _throughput
 from ._harness import (
     BACKENDS,
     CaseResult,
@@ -28,6 +28,8 @@ SECTIONS: dict[str, Section] = {
     "overhead": _overhead.SECTION,
     "throughput": _throughput.SECTION,
     "memory": _memory.SECTION,
+    "http": _http.SECTION,
+    "redis": _redis.SECTION,
 }
 
 # (repetitions, operations per sample): the full run and --quick.

@@ -127,6 +127,9 @@ class Machine(msgspec.Struct, frozen=True, kw_only=True):
     implementation: str
     cpu_count: int | None
     packages: dict[str, str | None]
+    # The 1-minute load average when the run began: on a shared machine, a load
+    # above the CPU count means samples were preempted and medians are inflated.
+    load: float | None = None
 
 
 class Report(msgspec.Struct, frozen=True, kw_only=True):
@@ -158,6 +161,7 @@ def machine_info(packages: Iterable[str] = ()) -> Machine:
         implementation=platform.python_implementation(),
         cpu_count=os.cpu_count(),
         packages=versions,
+        load=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     )
 
 
@@ -318,7 +322,7 @@ def _row(result: CaseResult) -> tuple[str, ...]:
 
 
 def _value(value: float) -> str:
-    if value.is_integer() and abs(value) < 1e15:
+    if float(value).is_integer() and abs(value) < 1e15:
         return f"{int(value):,}"
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
@@ -349,12 +353,15 @@ def format_report(report: Report) -> str:
     )
     lines = [
         f"{machine.implementation} {machine.python} on {machine.platform}, "
-        f"{machine.cpu_count} CPUs",
+        f"{machine.cpu_count} CPUs"
+        + (f", load {machine.load:.2f} at start" if machine.load is not None else ""),
         versions,
         f"{settings.repetitions} repetitions x {settings.ops} ops, interleaved; "
         f"median and min ns per operation; ratio = median / baseline median",
     ]
-    sections = dict.fromkeys(item.section for item in [*report.results, *report.figures])
+    sections = dict.fromkeys(
+        [*(r.section for r in report.results), *(f.section for f in report.figures)]
+    )
     for section in sections:
         results = [r for r in report.results if r.section == section]
         figures = [f for f in report.figures if f.section == section]

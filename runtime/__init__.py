@@ -10,6 +10,11 @@ from ._asgi import (
     connector_state,
     service_dependency,
 )
+from ._auth import (
+    Auth,
+    Authenticator,
+    hmac_signature,
+)
 from ._breaker import Breaker, BreakerState, CircuitBreaker, CircuitBreakerState
 from ._budget import RetryBudget, RetryBudgetLedger
 from ._bulk import (
@@ -48,6 +53,9 @@ from ._email import (
     EmailService,
     EmailStatistics,
 )
+from ._endpoint import (
+    Endpoint,
+)
 from ._errors import (
     ActorCrashed,
     CircuitBreakerOpen,
@@ -58,9 +66,11 @@ from ._errors import (
     CredentialsExpired,
     CredentialsNotFound,
     DeadlineExceeded,
+    MalformedResponse,
     Overloaded,
     PaymentDeclined,
     RateLimitExceeded,
+    ResponseTooLarge,
     ServiceUnavailable,
     ShuttingDown,
     Timeout,
@@ -84,6 +94,16 @@ from ._formats import (
     check_phone_number,
 )
 from ._http import HttpRequest, HttpResponse, Transport, TransportFailure
+from ._http_service import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_HTTP_TIMEOUT,
+    ApiResponse,
+    HttpService,
+)
+from ._httpx_transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    HttpxTransport,
+)
 from ._idempotency import IdempotencyKey
 from ._idempotency_redis import (
     RedisIdempotencyStore,
@@ -212,6 +232,9 @@ from ._webhooks import (
 )
 
 __all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_HTTP_TIMEOUT",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_REFRESH_MARGIN",
     "DEFAULT_RETENTION_DAYS",
     "DEFAULT_RETRYABLE_STATUSES",
@@ -225,9 +248,12 @@ __all__ = [
     "Address",
     "AddressValidation",
     "Admission",
+    "ApiResponse",
     "Attachment",
     "AttemptFinished",
+    "Auth",
     "AuthMethod",
+    "Authenticator",
     "Backoff",
     "Breaker",
     "BreakerState",
@@ -265,6 +291,7 @@ __all__ = [
     "EmailReceipt",
     "EmailService",
     "EmailStatistics",
+    "Endpoint",
     "Event",
     "EventBus",
     "ExceptionClassifier",
@@ -274,6 +301,8 @@ __all__ = [
     "HmacVerifier",
     "HttpRequest",
     "HttpResponse",
+    "HttpService",
+    "HttpxTransport",
     "IdempotencyKey",
     "IdempotencyStore",
     "IntegrationLog",
@@ -287,6 +316,7 @@ __all__ = [
     "LogStore",
     "LogWriter",
     "LogsNotWritten",
+    "MalformedResponse",
     "MemoryCredentialStore",
     "MemoryIdempotencyStore",
     "MemoryLogStore",
@@ -312,6 +342,7 @@ __all__ = [
     "RefundRequest",
     "RefundResult",
     "RefundStatus",
+    "ResponseTooLarge",
     "Retry",
     "RetryBudget",
     "RetryBudgetLedger",
@@ -370,6 +401,7 @@ __all__ = [
     "connector_state",
     "currency_exponent",
     "generate_key",
+    "hmac_signature",
     "is_secret_key",
     "new_ulid",
     "parse_retry_after",

@@ -37,6 +37,15 @@ class BreakerState(enum.StrEnum):
     DISABLED = "disabled"
 
 
+# Enum members as module constants: on CPython 3.11 each `BreakerState.X` lookup
+# costs as much as a function call, and admit/record run on every guarded call.
+_CLOSED = BreakerState.CLOSED
+_OPEN = BreakerState.OPEN
+_HALF_OPEN = BreakerState.HALF_OPEN
+_FORCED_OPEN = BreakerState.FORCED_OPEN
+_DISABLED = BreakerState.DISABLED
+
+
 class Breaker(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """When a service's circuit opens and how it recovers.
 
@@ -249,6 +258,7 @@ class CircuitBreaker:
         "_open_count",
         "_opened_at",
         "_state",
+        "_plain",
         "_time_window",
         "config",
         "consecutive_failures",
@@ -258,13 +268,15 @@ class CircuitBreaker:
         self.config = config
         self._count_window: _CountWindow | None = None
         self._time_window: _TimeWindow | None = None
+        # Consecutive-failure rule only: a success while closed just resets the count.
+        self._plain = not config.uses_window
         if config.uses_window:
             if config.sliding_window == "count":
                 self._count_window = _CountWindow(config.window_size)
             else:
                 self._time_window = _TimeWindow(config.window_size)
         snapshot = state if state is not None else CircuitBreakerState()
-        if snapshot.state is BreakerState.OPEN and snapshot.opened_at is None:
+        if snapshot.state is _OPEN and snapshot.opened_at is None:
             raise ConfigError("state.opened_at", None, "an open breaker needs its opened_at")
         self._state = snapshot.state
         self._generation = snapshot.generation
@@ -295,16 +307,16 @@ class CircuitBreaker:
 
     def state(self, now: float) -> BreakerState:
         """The state at ``now``; an open circuit whose time is up reads as half-open."""
-        if self._state is BreakerState.OPEN and now >= self._reopen_at():
-            self._transition(BreakerState.HALF_OPEN)
+        if self._state is _OPEN and now >= self._reopen_at():
+            self._transition(_HALF_OPEN)
         return self._state
 
     def retry_after(self, now: float) -> float:
         """Seconds until a call could be admitted: 0 when it could be now, inf when forced."""
         state = self.state(now)
-        if state is BreakerState.OPEN:
+        if state is _OPEN:
             return max(0.0, self._reopen_at() - now)
-        if state is BreakerState.FORCED_OPEN:
+        if state is _FORCED_OPEN:
             return math.inf
         return 0.0
 
@@ -329,10 +341,12 @@ class CircuitBreaker:
         Half-open admits at most ``half_open_probes`` calls at once; each holds a
         probe until its outcome is recorded or it is `release`-d.
         """
-        state = self.state(now)
-        if state is BreakerState.CLOSED or state is BreakerState.DISABLED:
+        state = self._state
+        if state is _CLOSED or state is _DISABLED:
             return self._generation
-        if state is BreakerState.HALF_OPEN and (
+        if state is _OPEN:
+            state = self.state(now)
+        if state is _HALF_OPEN and (
             self._half_open_in_flight < self.config.half_open_probes
         ):
             self._half_open_in_flight += 1
@@ -341,7 +355,7 @@ class CircuitBreaker:
 
     def release(self, permit: int) -> None:
         """Give back a permit whose call never produced an outcome (it was cancelled)."""
-        if permit == self._generation and self._state is BreakerState.HALF_OPEN:
+        if permit == self._generation and self._state is _HALF_OPEN:
             self._half_open_in_flight = max(0, self._half_open_in_flight - 1)
 
     # -- outcomes --------------------------------------------------------
@@ -350,8 +364,11 @@ class CircuitBreaker:
         """The provider answered (a caller's own 4xx counts here too)."""
         if permit != self._generation:
             return
+        if self._state is _CLOSED and self._plain:
+            self.consecutive_failures = 0  # the common case: nothing else to do
+            return
         slow = self._is_slow(duration)
-        if self._state is BreakerState.HALF_OPEN:
+        if self._state is _HALF_OPEN:
             self._half_open_in_flight = max(0, self._half_open_in_flight - 1)
             if slow:
                 # A probe that is slow says the service is still degraded.
@@ -360,7 +377,7 @@ class CircuitBreaker:
             self._half_open_successes += 1
             if self._half_open_successes >= self.config.success_threshold:
                 self._close()
-        elif self._state is BreakerState.CLOSED:
+        elif self._state is _CLOSED:
             self.consecutive_failures = 0
             self._add_to_window(now, failed=False, slow=slow)
             self._trip_if_needed(now)
@@ -369,10 +386,10 @@ class CircuitBreaker:
         """The provider failed (5xx, timeout, connection error, a 429 if so configured)."""
         if permit != self._generation:
             return
-        if self._state is BreakerState.HALF_OPEN:
+        if self._state is _HALF_OPEN:
             self._half_open_in_flight = max(0, self._half_open_in_flight - 1)
             self._open(now)
-        elif self._state is BreakerState.CLOSED:
+        elif self._state is _CLOSED:
             self.consecutive_failures += 1
             self._add_to_window(now, failed=True, slow=self._is_slow(duration))
             self._trip_if_needed(now)
@@ -381,11 +398,11 @@ class CircuitBreaker:
 
     def force_open(self) -> None:
         """Reject every call until `reset` (an operator's kill switch)."""
-        self._transition(BreakerState.FORCED_OPEN)
+        self._transition(_FORCED_OPEN)
 
     def disable(self) -> None:
         """Admit every call and record nothing until `reset`."""
-        self._transition(BreakerState.DISABLED)
+        self._transition(_DISABLED)
 
     def reset(self) -> None:
         """Back to closed with every count cleared."""
@@ -440,10 +457,10 @@ class CircuitBreaker:
     def _open(self, now: float) -> None:
         self._open_count += 1
         self._opened_at = now
-        self._transition(BreakerState.OPEN)
+        self._transition(_OPEN)
 
     def _close(self) -> None:
-        self._transition(BreakerState.CLOSED)
+        self._transition(_CLOSED)
         self._opened_at = None
         self._open_count = 0
         self.consecutive_failures = 0

@@ -39,7 +39,16 @@ class RetryBudgetLedger:
     ``now``: it covers between ``window * 9/10`` and ``window`` seconds.
     """
 
-    __slots__ = ("_latest", "_requests", "_retries", "_starts", "bucket_width", "budget")
+    __slots__ = (
+        "_latest",
+        "_latest_end",
+        "_latest_start",
+        "_requests",
+        "_retries",
+        "_starts",
+        "bucket_width",
+        "budget",
+    )
 
     def __init__(self, budget: RetryBudget) -> None:
         self.budget = budget
@@ -48,8 +57,13 @@ class RetryBudgetLedger:
         self._requests = [0] * _BUCKETS
         self._retries = [0] * _BUCKETS
         self._latest = -1
+        # The latest bucket's span, so that most calls skip the division.
+        self._latest_start = math.inf
+        self._latest_end = -math.inf
 
     def _slot(self, now: float) -> int:
+        if self._latest_start <= now < self._latest_end:
+            return self._latest % _BUCKETS
         index = math.floor(now / self.bucket_width)
         if index > self._latest:
             for k in range(max(self._latest + 1, index - _BUCKETS + 1), index + 1):
@@ -58,6 +72,8 @@ class RetryBudgetLedger:
                 self._requests[slot] = 0
                 self._retries[slot] = 0
             self._latest = index
+            self._latest_start = index * self.bucket_width
+            self._latest_end = (index + 1) * self.bucket_width
         return max(index, self._latest) % _BUCKETS
 
     def totals(self, now: float) -> tuple[int, int]:

@@ -34,30 +34,25 @@ if TYPE_CHECKING:
     from ._actor import ServiceActor
     from ._ratelimit import Limiter
 
-__all__ = ["HAVE_TOKEN", "NEED_TOKEN", "Cell"]
+__all__ = ["QUEUE", "Cell"]
 
-# `try_admit` returns a breaker permit (>= 0) or one of these: the call must
-# queue, and either still needs its token or already holds it.
-NEED_TOKEN = -1
-HAVE_TOKEN = -2
+# `try_admit` returns a breaker permit (>= 0), or this: the call must queue.
+QUEUE = -1
 
 
 class _Waiter:
-    """A call queued in the mailbox, woken with a permit or an error."""
+    """A call queued in the mailbox, woken holding a slot and a token, or with an error."""
 
-    __slots__ = ("cost", "deadline", "done", "error", "event", "has_token", "permit")
+    __slots__ = ("cost", "deadline", "done", "error", "event")
 
-    def __init__(self, cost: float, deadline: float | None, has_token: bool) -> None:
+    def __init__(self, cost: float, deadline: float | None) -> None:
         self.cost = cost
         self.deadline = deadline
-        self.has_token = has_token
         self.event = anyio.Event()
-        self.permit = -1
         self.error: ConnectorError | None = None
         self.done = False
 
-    def grant(self, permit: int) -> None:
-        self.permit = permit
+    def grant(self) -> None:
         self.done = True
         self.event.set()
 
@@ -134,8 +129,8 @@ class Cell:
         tenant_id: str | None,
         endpoint: str | None,
     ) -> int:
-        """A breaker permit with a bulkhead slot taken, `NEED_TOKEN`/`HAVE_TOKEN` to
-        queue, or raise the rejection (after publishing it)."""
+        """A breaker permit with a bulkhead slot and a token taken, `QUEUE`, or raise
+        the rejection (after publishing it)."""
         actor = self.actor
         self.last_used = now
         if actor.rejecting:
@@ -158,35 +153,40 @@ class Cell:
             elif not ledger.try_spend(now):
                 self.give_back(permit)
                 raise self.reject(now, _BudgetExhausted(actor.name), tenant_id, endpoint)
-        if actor.restarting or self.queue:
-            # First in, first out: nobody overtakes a call already waiting.
+        # Queue when someone already waits (first in, first out), during a
+        # restart, or when the bulkhead is full. The token is taken last, with
+        # the slot, so a token is never held while its call waits for a slot:
+        # tokens are spent when requests leave, as the provider counts them.
+        if self.queue or actor.restarting or self.in_flight >= actor.policy.max_concurrency:
             self.give_back(permit)
-            return NEED_TOKEN
-        wait = self._gate(now, cost)
+            return QUEUE
+        if now < self.paused_until:
+            wait = self.paused_until - now
+        elif self.limiter is not None:
+            wait = self.limiter.try_acquire(now, cost)
+        else:
+            wait = 0.0
         if wait > 0.0:
             self.give_back(permit)
             self._check_wait(now, wait, deadline, tenant_id, endpoint)
-            return NEED_TOKEN
-        if self.in_flight >= actor.policy.max_concurrency:
-            self.give_back(permit)
-            return HAVE_TOKEN
+            return QUEUE
         self.in_flight += 1
         return permit
 
     async def wait_turn(
         self,
-        code: int,
         cost: float,
         deadline: float | None,
         tenant_id: str | None,
         endpoint: str | None,
     ) -> int:
-        """Queue in the mailbox until admitted; the permit, or raise why not."""
+        """Queue in the mailbox until a slot and a token are ours; then take the breaker's
+        permit, here, right before the attempt goes out."""
         actor = self.actor
         if len(self.queue) >= actor.policy.mailbox:
             error = Overloaded(actor.name, actor.policy.mailbox)
             raise self.reject(actor.clock(), error, tenant_id, endpoint)
-        waiter = _Waiter(cost, deadline, code == HAVE_TOKEN)
+        waiter = _Waiter(cost, deadline)
         self.queue.append(waiter)
         if not self.pump_running:
             self.pump_running = True
@@ -200,16 +200,28 @@ class Cell:
         except BaseException:
             # Cancelled while queued, or just after being granted: give everything back.
             if waiter.done and waiter.error is None:
-                self._abandon(waiter.permit, cost)
+                self._abandon(cost)
             elif not waiter.done:
                 self._withdraw(waiter)
             raise
+        now = actor.clock()
         if not waiter.done:
             self._withdraw(waiter)
-            raise self.reject(actor.clock(), DeadlineExceeded(actor.name), tenant_id, endpoint)
+            raise self.reject(now, DeadlineExceeded(actor.name), tenant_id, endpoint)
         if waiter.error is not None:
             raise waiter.error
-        return waiter.permit
+        breaker = self.breaker
+        if breaker is None:
+            return 0
+        permit = breaker.admit(now)
+        if breaker.generation != self._seen_generation:
+            self._transitioned(now)
+        if permit is None:
+            # The circuit opened while this call waited: it does not go out.
+            self._abandon(cost)
+            rejected = CircuitBreakerOpen(actor.name, breaker.retry_after(now))
+            raise self.reject(now, rejected, tenant_id, endpoint)
+        return permit
 
     def finish(self) -> None:
         """The attempt holding a bulkhead slot is over."""
@@ -251,8 +263,6 @@ class Cell:
         now = self.actor.clock()
         while self.queue:
             waiter = self.queue.popleft()
-            if waiter.has_token and self.limiter is not None:
-                self.limiter.refund(now, waiter.cost)
             waiter.fail(self.reject(now, self.actor.rejection(), None, None))
         self.notify()
 
@@ -290,19 +300,17 @@ class Cell:
         if self.breaker is not None:
             self.breaker.release(permit)
 
-    def _abandon(self, permit: int, cost: float) -> None:
-        """A granted call was cancelled before it was sent: everything goes back."""
+    def _abandon(self, cost: float) -> None:
+        """A granted call will not be sent after all: its slot and token go back."""
         if self.limiter is not None:
             self.limiter.refund(self.actor.clock(), cost)
-        self.abort(permit)
+        self.finish()
 
     def _withdraw(self, waiter: _Waiter) -> None:
         queue = self.queue
         if waiter in queue:
             was_head = queue[0] is waiter
             queue.remove(waiter)
-            if waiter.has_token and self.limiter is not None:
-                self.limiter.refund(self.actor.clock(), waiter.cost)
             if was_head:
                 self.notify()
 
@@ -354,8 +362,8 @@ class Cell:
             with anyio.move_on_after(at_most):
                 await changed.wait()
 
-    def _head_token(self, now: float, head: _Waiter) -> float:
-        """Take the head's token, or fail it when it may not wait; else the wait."""
+    def _head_token(self, now: float, head: _Waiter) -> float | None:
+        """Take the head's token (None), fail it when it may not wait (0), else the wait."""
         wait = self._gate(now, head.cost)
         if wait > 0.0:
             try:
@@ -365,8 +373,7 @@ class Cell:
                 head.fail(error)
                 return 0.0
             return wait
-        head.has_token = True
-        return 0.0
+        return None
 
     async def _pump(self) -> None:
         """Serve the mailbox head first; ends when the mailbox is empty."""
@@ -387,31 +394,19 @@ class Cell:
                 if actor.restarting:
                     await self._wait_for_change(None)
                     continue
-                if not head.has_token:
-                    wait = self._head_token(now, head)
+                if self.in_flight >= actor.policy.max_concurrency:
+                    await self._wait_for_change(None)  # a finishing attempt wakes us
+                    continue
+                wait = self._head_token(now, head)
+                if wait is not None:
                     if wait > 0.0:
                         await self._wait_for_change(wait)
                     continue
-                if self.in_flight >= actor.policy.max_concurrency:
-                    await self._wait_for_change(None)
-                    continue
-                permit = 0
-                if self.breaker is not None:
-                    admitted = self.breaker.admit(now)
-                    if self.breaker.generation != self._seen_generation:
-                        self._transitioned(now)
-                    if admitted is None:
-                        queue.popleft()
-                        if self.limiter is not None:
-                            self.limiter.refund(now, head.cost)
-                        retry_after = self.breaker.retry_after(now)
-                        error = CircuitBreakerOpen(actor.name, retry_after)
-                        head.fail(self.reject(now, error, None, None))
-                        continue
-                    permit = admitted
+                # Slot and token are the head's; its breaker permit it takes itself,
+                # when it wakes, with no await before its attempt goes out.
                 queue.popleft()
                 self.in_flight += 1
-                head.grant(permit)
+                head.grant()
         finally:
             self.pump_running = False
 

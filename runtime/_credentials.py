@@ -11,7 +11,8 @@ from __future__ import annotations
 import builtins
 import enum
 from collections.abc import Mapping
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 import msgspec
 
@@ -136,6 +137,15 @@ class CredentialStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
 
 
 def check_key(service: Any, tenant_id: Any) -> None:

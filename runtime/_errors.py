@@ -21,9 +21,11 @@ __all__ = [
     "CredentialsExpired",
     "CredentialsNotFound",
     "DeadlineExceeded",
+    "MalformedResponse",
     "Overloaded",
     "PaymentDeclined",
     "RateLimitExceeded",
+    "ResponseTooLarge",
     "ServiceUnavailable",
     "ShuttingDown",
     "Timeout",
@@ -272,3 +274,42 @@ class CredentialsExpired(CredentialsNotFound):
         self.reason = reason
         whose = f"tenant '{tenant_id}'" if tenant_id is not None else "the default tenant"
         self.args = (f"Credentials for service '{service}' and {whose} have expired: {reason}",)
+
+
+class ResponseTooLarge(ConnectorError):
+    """The provider's response body was larger than the configured cap; reading stopped there.
+
+    Not retried and not a provider failure: the same request would get the
+    same body. Raise the cap (``max_response_bytes``) if the body is expected.
+    """
+
+    status: int
+    limit: int
+
+    def __init__(self, service: str | None, status: int, limit: int) -> None:
+        who = f"service '{service}'" if service is not None else "the provider"
+        super().__init__(
+            f"Response from {who} (HTTP {status}) is larger than the limit of {limit} bytes",
+            service=service,
+            status=status,
+            limit=limit,
+        )
+
+
+class MalformedResponse(ConnectorError):
+    """The provider's response could not be read as declared (not JSON, a broken encoding).
+
+    ``reason`` says what was wrong, never what the body held.
+    """
+
+    status: int
+    reason: str
+
+    def __init__(self, service: str | None, status: int, reason: str) -> None:
+        who = f"service '{service}'" if service is not None else "the provider"
+        super().__init__(
+            f"Malformed response from {who} (HTTP {status}): {reason}",
+            service=service,
+            status=status,
+            reason=reason,
+        )

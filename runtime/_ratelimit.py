@@ -157,16 +157,30 @@ class TokenBucket:
         return 0.0 if now < self._paused_until else self._tokens_at(now)
 
     def try_acquire(self, now: float, cost: float = 1.0) -> float:
-        _check_cost(self.limit, cost)
+        # The hot path of every rate-limited call: plain comparisons, no min/max
+        # builtins and no helper calls when the bucket simply has the tokens.
+        if not 0 < cost <= self.capacity:
+            _check_cost(self.limit, cost)
         if now < self._paused_until:
             resume = self._paused_until
             deficit = max(0.0, cost - self._tokens_at(resume))
             return _seconds_until(now, resume) + deficit / self.refill_rate
-        tokens = self._tokens_at(now)
+        updated = self._updated
+        tokens = self._tokens
+        if now > updated:
+            tokens += (now - updated) * self.refill_rate
+            if tokens > self.capacity:  # noqa: PLR1730 - a comparison is cheaper than min()
+                tokens = self.capacity
+        if tokens >= cost:
+            self._tokens = tokens - cost
+            if now > updated:
+                self._updated = now
+            return 0.0
         wait = (cost - tokens) / self.refill_rate
         if wait <= _EPSILON + math.ulp(now):
-            self._tokens = max(0.0, tokens - cost)
-            self._updated = max(now, self._updated)
+            self._tokens = 0.0
+            if now > updated:
+                self._updated = now
             return 0.0
         return wait
 
@@ -196,12 +210,13 @@ class TokenBucket:
 class GCRA:
     """Generic cell rate algorithm: one theoretical arrival time (TAT) per limit."""
 
-    __slots__ = ("_paused_until", "_tat", "interval", "limit", "tolerance")
+    __slots__ = ("_paused_until", "_tat", "capacity", "interval", "limit", "tolerance")
 
     def __init__(self, limit: RateLimit) -> None:
         self.limit = limit
+        self.capacity = limit.capacity
         self.interval = 1.0 / limit.tokens_per_second
-        self.tolerance = self.interval * limit.capacity
+        self.tolerance = self.interval * self.capacity
         self._tat = -math.inf
         self._paused_until = -math.inf
 
@@ -218,25 +233,28 @@ class GCRA:
             return 0.0
         backlog = max(self._tat, now) - now
         # Not (tolerance - backlog) / interval: that rounds above the capacity when idle.
-        return max(0.0, self.limit.capacity - backlog / self.interval)
+        return max(0.0, self.capacity - backlog / self.interval)
 
     def _wait(self, now: float, cost: float) -> float:
-        start = max(self._tat, now)
+        tat = self._tat
+        start = tat if tat > now else now
         allow_at = start + self.interval * cost - self.tolerance
         # Every admission rounds the TAT by up to half an ulp, and a burst is up to
         # `capacity` admissions: without this, a full burst at a large clock
         # value falls a few nanoseconds short of its last token.
-        slack = _EPSILON + self.limit.capacity * math.ulp(start)
+        slack = _EPSILON + self.capacity * math.ulp(start)
         return 0.0 if now + slack >= allow_at else allow_at - now
 
     def try_acquire(self, now: float, cost: float = 1.0) -> float:
-        _check_cost(self.limit, cost)
+        if not 0 < cost <= self.capacity:
+            _check_cost(self.limit, cost)
         if now < self._paused_until:
             resume = self._paused_until
             return _seconds_until(now, resume) + self._wait(resume, cost)
         wait = self._wait(now, cost)
         if wait == 0.0:
-            self._tat = max(self._tat, now) + self.interval * cost
+            tat = self._tat
+            self._tat = (tat if tat > now else now) + self.interval * cost
         return wait
 
     def refund(self, now: float, cost: float = 1.0) -> None:

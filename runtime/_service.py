@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from ._cell import Cell, _BudgetExhausted
+from ._cell import QUEUE, Cell, _BudgetExhausted
 from ._classify import Verdict
 from ._errors import (
     ActorCrashed,
@@ -32,6 +32,7 @@ from ._events import AttemptFinished, AttemptOutcome, RetryScheduled
 from ._http import HttpRequest, HttpResponse
 from ._idempotency import DEFAULT_IDEMPOTENCY_TTL, IdempotencyKey
 from ._provider_signals import quiet_period
+from ._redaction import redact_text
 
 if TYPE_CHECKING:
     from ._actor import Instance, ServiceActor
@@ -172,7 +173,8 @@ class Service:
 
 
 def _body_text(response: HttpResponse) -> str:
-    return response.content[:_BODY_CAP].decode("utf-8", errors="replace")
+    # Providers echo what they were sent, keys included: never put that in an error.
+    return redact_text(response.content[:_BODY_CAP].decode("utf-8", errors="replace"))
 
 
 class _Call:
@@ -239,8 +241,8 @@ class _Call:
                 raise ConnectionFailed(
                     actor.name, endpoint or "", attempt - 1, _describe(last_error)
                 ) from last_error
-            if permit < 0:
-                permit = await cell.wait_turn(permit, cost, deadline_at, tenant_id, endpoint)
+            if permit == QUEUE:
+                permit = await cell.wait_turn(cost, deadline_at, tenant_id, endpoint)
                 now = clock()
             outcome = await self._attempt(cell, permit, now)
             now = clock()

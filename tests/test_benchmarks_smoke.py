@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,3 +174,153 @@ def test_missing_peers_are_skipped_with_a_note(tmp_path: Path) -> None:
             )
             assert result["median"] is None
     assert "pybreaker not installed" in done.stdout
+
+
+# -- the runtime sections: overhead, throughput, memory ------------------------------
+
+COMPOSED = ("tenacity", "aiobreaker", "aiolimiter")
+# Every timed case of the runtime sections: name -> peer modules it needs (asyncio only if any).
+RUNTIME_CASES = {
+    "overhead": {
+        "bare await": (),
+        "connector call": (),
+        "connector call + timeout": (),
+        "connector call + subscriber": (),
+        "hand-rolled guard": (),
+        "aiolimiter": ("aiolimiter",),
+        "aiobreaker": ("aiobreaker",),
+        "purgatory": ("purgatory",),
+        "tenacity": ("tenacity",),
+        "stamina": ("stamina",),
+        "tenacity + aiobreaker + aiolimiter": COMPOSED,
+    },
+    "throughput": {
+        "bare calls": (),
+        "connector calls": (),
+        "tenacity + aiobreaker + aiolimiter": COMPOSED,
+    },
+}
+RUNTIME_BASELINES = {"bare await", "bare calls"}
+RUNTIME_OPS = 200  # overhead: 20 calls per sample; throughput: 20 callers x 10; memory: 200 actors
+SAMPLE_OPS = {"overhead": RUNTIME_OPS // 10, "throughput": RUNTIME_OPS}
+
+
+def _installed(modules: tuple[str, ...]) -> bool:
+    return all(importlib.util.find_spec(module) is not None for module in modules)
+
+
+@pytest.fixture(scope="module")
+def runtime_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    path = tmp_path_factory.mktemp("bench") / "runtime.json"
+    sections = [arg for name in ("overhead", "throughput", "memory") for arg in ("--only", name)]
+    done = _run(
+        "--quick",
+        *sections,
+        "--backend",
+        "both",
+        "--repetitions",
+        str(REPETITIONS),
+        "--ops",
+        str(RUNTIME_OPS),
+        "--json",
+        str(path),
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(path.read_text()), done.stdout
+
+
+def _figures(report: dict[str, Any], section: str) -> dict[tuple[str, str | None], float]:
+    return {
+        (f["name"], f["backend"]): f["value"] for f in report["figures"] if f["section"] == section
+    }
+
+
+@pytest.mark.parametrize("section", sorted(RUNTIME_CASES))
+def test_runtime_sections_time_every_case_on_each_backend_or_say_why_not(
+    runtime_report: tuple[dict[str, Any], str], section: str
+) -> None:
+    results = {
+        (r["name"], r["backend"]): r
+        for r in runtime_report[0]["results"]
+        if r["section"] == section
+    }
+    cases = RUNTIME_CASES[section]
+    assert set(results) == {(name, b) for name in cases for b in ("asyncio", "trio")}
+    for (name, backend), result in results.items():
+        peers = cases[name]
+        if peers and (backend == "trio" or not _installed(peers)):
+            assert result["skipped"], (name, backend)
+            assert result["sample_ns"] == []
+            continue
+        assert result["skipped"] is None, (name, backend)
+        assert result["ops"] == SAMPLE_OPS[section]
+        assert len(result["sample_ns"]) == REPETITIONS
+        assert all(sample > 0 for sample in result["sample_ns"])
+        if name in RUNTIME_BASELINES:
+            assert result["ratio"] is None
+        else:
+            assert result["baseline"] in RUNTIME_BASELINES
+            assert result["ratio"] > 0
+
+
+def test_overhead_figures_set_our_call_against_the_goals_and_the_peers(
+    runtime_report: tuple[dict[str, Any], str],
+) -> None:
+    figures = _figures(runtime_report[0], "overhead")
+    results = {
+        (r["name"], r["backend"]): r
+        for r in runtime_report[0]["results"]
+        if r["section"] == "overhead"
+    }
+    for backend in ("asyncio", "trio"):
+        ours = results[("connector call", backend)]
+        added = figures[("connector call, added", backend)]
+        assert added == pytest.approx(ours["overhead"] / 1e3)
+        assert ("connector call + timeout, added", backend) in figures
+    composed = ("tenacity + aiobreaker + aiolimiter / connector call", "asyncio")
+    ours_added = results[("connector call", "asyncio")]["overhead"]
+    assert (composed in figures) == (_installed(COMPOSED) and ours_added > 0)
+    assert (composed[0], "trio") not in figures
+
+
+def test_throughput_figures_are_rates_of_the_timed_cases(
+    runtime_report: tuple[dict[str, Any], str],
+) -> None:
+    figures = _figures(runtime_report[0], "throughput")
+    for result in runtime_report[0]["results"]:
+        if result["section"] != "throughput" or result["skipped"]:
+            continue
+        rate = figures[(f"{result['name']}: rate", result["backend"])]
+        assert rate == round(1e9 / result["median"])
+    for backend in ("asyncio", "trio"):
+        share = figures[("connector calls / bare calls", backend)]
+        assert share > 0
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_memory_counts_every_idle_actor_and_passivates_them_all(
+    runtime_report: tuple[dict[str, Any], str], backend: str
+) -> None:
+    figures = _figures(runtime_report[0], "memory")
+    assert figures[("idle actors", backend)] == RUNTIME_OPS
+    assert figures[("cells after passivation", backend)] == 0
+    assert figures[("states kept in the store", backend)] == RUNTIME_OPS
+    assert figures[("traced added per actor", backend)] > 0
+    assert any(name.startswith("traced idle: ") for name, b in figures if b == backend)
+    if Path("/proc/self/statm").exists():
+        assert figures[("RSS with idle actors", backend)] > 0
+
+
+def test_runtime_sections_print_a_table_each(runtime_report: tuple[dict[str, Any], str]) -> None:
+    lines = runtime_report[1].splitlines()
+    assert (", load " in lines[0]) == hasattr(os, "getloadavg")
+    assert f"== overhead == ({RUNTIME_OPS // 10} ops per sample)" in lines
+    assert "== throughput ==" in lines
+    assert "connector call + timeout, added" in runtime_report[1]
+    # A section of figures only: one table, value then unit.
+    memory = lines[lines.index("== memory ==") + 1 :]
+    assert memory[0].split() == ["figure", "backend", "value", "unit", "note"]
+    assert memory[2].split()[:5] == ["idle", "actors", "asyncio", str(RUNTIME_OPS), "cells"]
+    assert any(
+        line.split()[:5] == ["cells", "after", "passivation", "trio", "0"] for line in memory
+    )

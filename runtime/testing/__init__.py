@@ -4,4 +4,30 @@ Everything here is real code that runs in-process or over loopback HTTP; none
 of it reaches a real vendor.
 """
 
-__all__: list[str] = []
+from ._fake_json_api import FakeJsonApi, Received, Reply
+from ._fake_transport import FakeTransport, TransportCall
+from ._fakes import (
+    FakeCall,
+    FakeCloudStorage,
+    FakeEmailService,
+    FakePaymentGateway,
+    FakeShippingProvider,
+    FakeSmsService,
+)
+from ._server import ASGIApp, serve_asgi
+
+__all__: list[str] = [
+    "ASGIApp",
+    "FakeCall",
+    "FakeCloudStorage",
+    "FakeEmailService",
+    "FakeJsonApi",
+    "FakePaymentGateway",
+    "FakeShippingProvider",
+    "FakeSmsService",
+    "FakeTransport",
+    "Received",
+    "Reply",
+    "TransportCall",
+    "serve_asgi",
+]
