@@ -179,6 +179,9 @@ from ._shared_events import (
     SharedStateRestored,
     SharedStateUnavailable,
 )
+from ._shared_gate import (
+    SharedGate,
+)
 from ._shared_state import (
     Admission,
     BreakerStatus,
@@ -352,6 +355,7 @@ __all__ = [
     "ServicePolicy",
     "ServiceStopped",
     "ServiceUnavailable",
+    "SharedGate",
     "SharedPolicyState",
     "SharedStateError",
     "SharedStateRestored",

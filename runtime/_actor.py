@@ -23,6 +23,7 @@ from ._events import ActorRestarted, ServiceStopped
 from ._http import Transport
 from ._policy import ServicePolicy
 from ._retry import Backoff
+from ._shared_state import SharedPolicyState
 from ._state_store import CellState
 
 if TYPE_CHECKING:
@@ -58,8 +59,10 @@ class ServiceActor:
         policy: ServicePolicy,
         classifier: ExceptionClassifier,
         transport_factory: TransportFactory | None,
+        shared_state: SharedPolicyState | None = None,
     ) -> None:
         self.runtime = runtime
+        self.shared_state = shared_state
         self.name = name
         self.policy = policy
         self.classifier = classifier

@@ -28,6 +28,7 @@ from ._errors import (
     ShuttingDown,
 )
 from ._events import BreakerTransition, CallRejected, RejectReason
+from ._shared_gate import SharedGate
 from ._state_store import CellState
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class Cell:
         "_seen_state",
         "actor",
         "breaker",
+        "gate",
         "in_flight",
         "key",
         "last_used",
@@ -83,16 +85,23 @@ class Cell:
         policy = actor.policy
         self.actor = actor
         self.key = key
-        self.breaker = (
-            CircuitBreaker(policy.breaker, state.breaker if state is not None else None)
-            if policy.breaker is not None
-            else None
-        )
-        self.limiter: Limiter | None = (
-            policy.rate_limit.new_limiter() if policy.rate_limit is not None else None
-        )
-        if self.limiter is not None and state is not None and state.limiter is not None:
-            self.limiter.restore(state.limiter)
+        self.gate: SharedGate | None = None
+        self.breaker: CircuitBreaker | None = None
+        self.limiter: Limiter | None = None
+        shared = actor.shared_state
+        if shared is not None:
+            # Breaker and limiter live in the shared state; this cell keeps the rest.
+            scope = actor.name if key is None else f"{actor.name}:{key}"
+            self.gate = SharedGate(shared, scope, policy.breaker, policy.rate_limit, self)
+        else:
+            if policy.breaker is not None:
+                self.breaker = CircuitBreaker(
+                    policy.breaker, state.breaker if state is not None else None
+                )
+            if policy.rate_limit is not None:
+                self.limiter = policy.rate_limit.new_limiter()
+                if state is not None and state.limiter is not None:
+                    self.limiter.restore(state.limiter)
         self.ledger = (
             RetryBudgetLedger(policy.retry_budget) if policy.retry_budget is not None else None
         )

@@ -17,6 +17,8 @@ other endpoint shares the service's.
 
 from __future__ import annotations
 
+import functools
+import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar, overload
 from urllib.parse import quote, urlencode
@@ -104,6 +106,11 @@ class _Route:
         self.name = endpoint.name
 
 
+@functools.cache
+def _shared_ssl_context() -> ssl.SSLContext:
+    return httpx.create_ssl_context()
+
+
 class HttpService:
     """A JSON API behind the runtime: see the module docstring.
 
@@ -176,8 +183,9 @@ class HttpService:
         self._idempotency_header = idempotency_header
         self._max_response_bytes = max_response_bytes
         self._connect_timeout = connect_timeout
-        # One SSL context for every client of every service here, restarts included.
-        self._ssl_context = httpx.create_ssl_context()
+        # One SSL context for every client, restarts included: building one costs
+        # tens of milliseconds of blocked event loop.
+        self._ssl_context = _shared_ssl_context()
         self.service = runtime.register(name, policy, transport=self._transport(name, policy, auth))
         # Services of endpoints with their own policies, by name, with those policies.
         self._own: dict[str, tuple[Service, tuple[Any, ...]]] = {}

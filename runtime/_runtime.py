@@ -29,6 +29,7 @@ from ._log_writer import LogsNotWritten, LogWriter
 from ._logstore import LogStore
 from ._policy import ServicePolicy
 from ._service import Service
+from ._shared_state import SharedPolicyState
 from ._state_store import MemoryStateStore, StateStore
 
 __all__ = ["Runtime"]
@@ -88,6 +89,7 @@ class Runtime:
         transport: TransportFactory | None = None,
         failures: tuple[type[BaseException], ...] = (),
         caller_errors: tuple[type[BaseException], ...] = (),
+        shared_state: SharedPolicyState | None = None,
         **policy_fields: Any,
     ) -> Service:
         """Add a service and return its handle.
@@ -97,6 +99,8 @@ class Runtime:
         ``transport`` makes a fresh `Transport` for the HTTP path (called again
         on each restart). ``failures`` and ``caller_errors`` add exception types
         to the provider-failure and caller-error classes (see `ExceptionClassifier`).
+        With ``shared_state`` (e.g. a `FallbackSharedState` over `RedisSharedState`)
+        the breaker and rate limit are shared by every process using it.
         """
         if not isinstance(name, str) or not name.strip():
             raise ConfigError("name", name, "must be a non-empty string")
@@ -123,7 +127,12 @@ class Runtime:
             ):
                 raise ConfigError(field, kinds, "must be a tuple of exception types")
         actor = ServiceActor(
-            self, name, policy, ExceptionClassifier(failures, caller_errors), transport
+            self,
+            name,
+            policy,
+            ExceptionClassifier(failures, caller_errors),
+            transport,
+            shared_state,
         )
         self._actors[name] = actor
         if self.running:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import anyio
 
@@ -36,6 +36,7 @@ from ._redaction import redact_text
 
 if TYPE_CHECKING:
     from ._actor import Instance, ServiceActor
+    from ._shared_gate import SharedGate
 
 __all__ = ["Service"]
 
@@ -48,7 +49,7 @@ _OUTCOMES: dict[Verdict, AttemptOutcome] = {
     Verdict.FAILURE_NOT_SENT: "failure",
     Verdict.CRASH: "crash",
 }
-_BODY_CAP = 2048  # bytes of a provider's error body kept in a VendorError
+_BODY_CAP = 8192  # bytes of a provider's error body kept in a VendorError
 
 
 def _is_async_callable(fn: object) -> bool:
@@ -244,11 +245,20 @@ class _Call:
             if permit == QUEUE:
                 permit = await cell.wait_turn(cost, deadline_at, tenant_id, endpoint)
                 now = clock()
-            outcome = await self._attempt(cell, permit, now)
-            now = clock()
-            verdict, error, response = self._settle(
-                cell, permit, outcome, now, attempt, endpoint, key
-            )
+            gate = cell.gate
+            if gate is None:
+                outcome = await self._attempt(cell, permit, now)
+                now = clock()
+                verdict, error, response, _, final = self._settle(
+                    cell, permit, outcome, now, attempt, endpoint, key
+                )
+            else:
+                outcome, (verdict, error, response, _, final) = await self._shared_attempt(
+                    cell, gate, permit, cost, attempt, endpoint, key
+                )
+                now = clock()
+            if final is not None:
+                raise final
             if verdict is Verdict.SUCCESS:
                 return outcome.value
             quiet: float | None = None
@@ -256,28 +266,72 @@ class _Call:
                 quiet = quiet_period(response, actor.runtime.wall_clock())
                 if quiet is not None:
                     cell.pause(now + quiet)
+                    if gate is not None:
+                        await gate.pause(quiet)  # the provider's quiet holds for every process
             last_error = error
             delay = self._retry_delay(verdict, error, attempt, previous_delay, quiet, endpoint)
-            if deadline_at is not None and now + delay >= deadline_at:
-                raise ConnectionFailed(
-                    actor.name, endpoint or "", attempt, _describe(error)
-                ) from error
+            self._announce_retry(now, delay, error, attempt, endpoint, key)
             previous_delay = delay
-            bus = actor.runtime.events
-            if bus.active:
-                bus.publish(
-                    RetryScheduled(
-                        service=actor.name,
-                        key=key,
-                        at=now,
-                        attempt=attempt,
-                        delay=delay,
-                        tenant_id=tenant_id,
-                        endpoint=endpoint,
-                    )
-                )
             await anyio.sleep(delay)
             now = clock()
+
+    async def _shared_attempt(
+        self,
+        cell: Cell,
+        gate: SharedGate,
+        permit: int,
+        cost: float,
+        attempt: int,
+        endpoint: str | None,
+        key: str | None,
+    ) -> tuple[_Outcome, _Settled]:
+        """An attempt whose breaker and token are shared: admit, run, record, each remote."""
+        try:
+            shared_permit = await gate.admit(cost, self.deadline_at, self.tenant_id, endpoint)
+        except BaseException:
+            cell.abort(permit)
+            raise
+        clock = self.actor.clock
+        try:
+            outcome = await self._attempt(cell, permit, clock())
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await gate.release(shared_permit)
+            raise
+        now = clock()
+        settled = self._settle(cell, permit, outcome, now, attempt, endpoint, key)
+        if settled.failed is None:
+            await gate.release(shared_permit)
+        else:
+            await gate.record(shared_permit, settled.failed, now - outcome.started)
+        return outcome, settled
+
+    def _announce_retry(
+        self,
+        now: float,
+        delay: float,
+        error: Exception,
+        attempt: int,
+        endpoint: str | None,
+        key: str | None,
+    ) -> None:
+        """Raise when the retry would end past the deadline; else publish it."""
+        actor = self.actor
+        if self.deadline_at is not None and now + delay >= self.deadline_at:
+            raise ConnectionFailed(actor.name, endpoint or "", attempt, _describe(error)) from error
+        bus = actor.runtime.events
+        if bus.active:
+            bus.publish(
+                RetryScheduled(
+                    service=actor.name,
+                    key=key,
+                    at=now,
+                    attempt=attempt,
+                    delay=delay,
+                    tenant_id=self.tenant_id,
+                    endpoint=endpoint,
+                )
+            )
 
     async def _attempt(self, cell: Cell, permit: int, started: float) -> _Outcome:
         """Run one attempt; a cancellation frees its slot and probe and propagates."""
@@ -332,9 +386,8 @@ class _Call:
         attempt: int,
         endpoint: str | None,
         key: str | None,
-    ) -> tuple[Verdict, Exception, HttpResponse | None]:
-        """Classify the attempt, record it in the breaker, publish it; raise a final
-        caller error or deadline, else return the verdict with the error to report."""
+    ) -> _Settled:
+        """Classify the attempt, record it in the local breaker and publish it."""
         actor = self.actor
         name = actor.name
         error = outcome.error
@@ -342,7 +395,8 @@ class _Call:
         if outcome.cut == "deadline":
             # The caller's deadline, not the provider, ended it: no verdict on the provider.
             cell.abort(permit)
-            raise cell.reject(now, DeadlineExceeded(name), self.tenant_id, endpoint)
+            final = cell.reject(now, DeadlineExceeded(name), self.tenant_id, endpoint)
+            return _Settled(Verdict.CRASH, final, None, None, final)
         if outcome.cut == "timeout":
             timeout = actor.policy.timeout
             assert timeout is not None
@@ -358,6 +412,7 @@ class _Call:
             verdict = Verdict.SUCCESS
         cell.finish()
         duration = now - outcome.started
+        failed: bool | None = None
         if verdict is Verdict.CRASH:
             cell.give_back(permit)  # our bug says nothing about the provider
         else:
@@ -386,16 +441,16 @@ class _Call:
                 )
             )
         if verdict is Verdict.SUCCESS:
-            return verdict, _NO_ERROR, response
+            return _Settled(verdict, _NO_ERROR, response, failed, None)
         if verdict is Verdict.CALLER_ERROR:
-            if error is not None:
-                raise error
-            assert response is not None
-            raise VendorError(name, response.status, _body_text(response))
+            if error is None:
+                assert response is not None
+                error = VendorError(name, response.status, _body_text(response))
+            return _Settled(verdict, error, response, failed, error)
         if error is None:
             assert response is not None
             error = ConnectionFailed(name, endpoint or "", attempt, f"HTTP {response.status}")
-        return verdict, error, response
+        return _Settled(verdict, error, response, failed, None)
 
     def _retry_delay(
         self,
@@ -417,6 +472,17 @@ class _Call:
             raise ConnectionFailed(actor.name, endpoint or "", attempt, _describe(error)) from error
         delay = actor.backoff.delay(attempt, previous)
         return quiet if quiet is not None and quiet > delay else delay
+
+
+class _Settled(NamedTuple):
+    """What one attempt came to: ``failed`` is None when the breaker learnt nothing
+    (a crash, a deadline); ``final`` is raised at once (a caller's error, a deadline)."""
+
+    verdict: Verdict
+    error: Exception
+    response: HttpResponse | None
+    failed: bool | None
+    final: Exception | None
 
 
 class _Outcome:

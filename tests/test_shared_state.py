@@ -14,9 +14,6 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -24,7 +21,7 @@ from typing import Any, cast
 
 import anyio
 import pytest
-from _servers import redis_prefix, unavailable
+from _servers import OwnRedis, free_port, redis_prefix
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -869,13 +866,6 @@ async def test_a_changed_window_starts_empty(redis_env: tuple[str, str]) -> None
         await store.aclose()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.mark.anyio
 @asyncio_only
 async def test_an_unreachable_server_is_a_shared_state_error() -> None:
@@ -981,60 +971,6 @@ def test_two_processes_share_one_quota_and_one_circuit(redis_env: tuple[str, str
     assert 0.8 * bound < total <= bound
     assert all(admitted > 0 for _, admitted, _ in outcome)
     assert outcome[1][2] == (None, "open")
-
-
-class OwnRedis:
-    """A redis-server of this test's own, to kill and start again on one port."""
-
-    def __init__(self, binary: str) -> None:
-        self.binary = binary
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import redis
-
-        options = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), *options],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
-        try:
-            for _ in range(100):
-                try:
-                    client.ping()
-                except redis.ConnectionError:
-                    time.sleep(0.05)
-                else:
-                    return
-            pytest.fail(f"redis-server on port {self.port} did not answer")
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-
-@pytest.fixture
-def own_redis() -> Iterator[OwnRedis]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        unavailable("redis-server is not installed")
-    server = OwnRedis(binary)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 @pytest.mark.anyio
