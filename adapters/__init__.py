@@ -1,3 +1,15 @@
-"""Vendor adapters (SendGrid, Mailgun, Twilio, Stripe, PayPal) over the runtime."""
+"""Vendor adapters (SendGrid, Mailgun, Twilio, Stripe, PayPal) over the runtime.
 
-__all__: list[str] = []
+Each implements its protocol (`connector.EmailService`, `SmsService`,
+`PaymentGateway`) over an `HttpService`, so every vendor call gets the
+breaker, rate limit, retries, credentials and an integration log record.
+"""
+
+from ._stripe import DEFAULT_STRIPE_API_VERSION, StripePaymentGateway
+from ._twilio import TwilioSms
+
+__all__ = [
+    "DEFAULT_STRIPE_API_VERSION",
+    "StripePaymentGateway",
+    "TwilioSms",
+]
