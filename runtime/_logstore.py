@@ -153,12 +153,20 @@ def conditions(filters: LogFilters) -> list[tuple[str, Any]]:
 
 
 def seal(records: Sequence[IntegrationLog]) -> list[IntegrationLog]:
-    """Fresh, re-validated and re-redacted copies: what a store actually writes."""
+    """Re-validated and re-redacted copies where needed: what a store actually writes.
+
+    A record is frozen, so only its data dicts can change after it was built
+    (and redacted): those records are copied, which runs the checks again; the
+    others are written as they are.
+    """
     sealed = []
     for record in records:
         if not isinstance(record, IntegrationLog):
             raise ConfigError("records", type(record).__name__, "must be IntegrationLog records")
-        sealed.append(msgspec.structs.replace(record))
+        if record.request_data is None and record.response_data is None:
+            sealed.append(record)
+        else:
+            sealed.append(msgspec.structs.replace(record))
     return sealed
 
 
