@@ -346,9 +346,7 @@ class CircuitBreaker:
             return self._generation
         if state is _OPEN:
             state = self.state(now)
-        if state is _HALF_OPEN and (
-            self._half_open_in_flight < self.config.half_open_probes
-        ):
+        if state is _HALF_OPEN and (self._half_open_in_flight < self.config.half_open_probes):
             self._half_open_in_flight += 1
             return self._generation
         return None
