@@ -206,6 +206,7 @@ class HttpService:
         tenant_id: str | None = None,
         idempotency_key: str | IdempotencyKey | None = None,
         deadline: float | None = None,
+        idempotent: bool | None = None,
     ) -> ApiResponse:
         """Send one request to ``endpoint`` under its service's policies.
 
@@ -214,7 +215,9 @@ class HttpService:
         ``{name}`` parts (URL-quoted), ``params`` make the query string.
         ``headers`` add to or replace the service's and the endpoint's. An
         ``idempotency_key`` is sent in the idempotency header, makes a POST safe
-        to retry and deduplicates it. ``deadline`` bounds the whole call.
+        to retry and deduplicates it. ``idempotent=True`` marks a request safe
+        to repeat without a key (a token request, a validation POST); by default
+        the method says. ``deadline`` bounds the whole call.
         2xx and 3xx come back; errors are raised (`VendorError` for the caller's
         own 4xx, `ConnectionFailed` once retries are spent, ...).
         """
@@ -257,7 +260,11 @@ class HttpService:
             method=endpoint.method, url=url, headers=sent, content=content, endpoint=route.name
         )
         response = await route.service.request(
-            request, tenant_id=tenant_id, idempotency_key=idempotency_key, deadline=deadline
+            request,
+            tenant_id=tenant_id,
+            idempotency_key=idempotency_key,
+            deadline=deadline,
+            idempotent=idempotent,
         )
         return ApiResponse(
             status=response.status,

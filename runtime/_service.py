@@ -111,13 +111,15 @@ class Service:
         tenant_id: str | None = None,
         idempotency_key: str | IdempotencyKey | None = None,
         deadline: float | None = None,
+        idempotent: bool | None = None,
         cost: float = 1.0,
     ) -> HttpResponse:
         """Send ``request`` through this service's transport under every policy.
 
         2xx and 3xx come back as the response; another 4xx raises `VendorError`;
         a 5xx or a retryable status is a provider failure, retried when safe
-        (idempotent method, or an idempotency key), then `ConnectionFailed`.
+        (an idempotent method, ``idempotent=True``, or an idempotency key), then
+        `ConnectionFailed`.
         """
         if not isinstance(request, HttpRequest):
             raise ConfigError("request", request, "must be an HttpRequest")
@@ -125,7 +127,7 @@ class Service:
             raise ConfigError("transport", None, f"service '{self.name}' has no transport")
         endpoint = request.endpoint or request.url
         response: HttpResponse = await self._guard(
-            None, (), request, tenant_id, idempotency_key, deadline, None, endpoint, cost
+            None, (), request, tenant_id, idempotency_key, deadline, idempotent, endpoint, cost
         )
         return response
 
@@ -213,7 +215,7 @@ class _Call:
         self.idempotency_key = idempotency_key
         self.deadline_at = deadline_at
         if idempotent is None:
-            idempotent = request.is_idempotent if request is not None else actor.policy.idempotent
+            idempotent = actor.policy.idempotent or (request is not None and request.is_idempotent)
         self.idempotent = idempotent
 
     async def run(self, endpoint: str | None, cost: float) -> Any:

@@ -5,7 +5,12 @@ of it reaches a real vendor.
 """
 
 from ._fake_json_api import FakeJsonApi, Received, Reply
+from ._fake_mailgun import FakeMailgun, MailgunFile, MailgunMessage
+from ._fake_paypal import FakePayPal
+from ._fake_sendgrid import FakeSendGrid, SendGridMail
+from ._fake_stripe import FakeStripe
 from ._fake_transport import FakeTransport, TransportCall
+from ._fake_twilio import FakeTwilio
 from ._fakes import (
     FakeCall,
     FakeCloudStorage,
@@ -22,12 +27,20 @@ __all__: list[str] = [
     "FakeCloudStorage",
     "FakeEmailService",
     "FakeJsonApi",
+    "FakeMailgun",
+    "FakePayPal",
     "FakePaymentGateway",
+    "FakeSendGrid",
     "FakeShippingProvider",
     "FakeSmsService",
+    "FakeStripe",
     "FakeTransport",
+    "FakeTwilio",
+    "MailgunFile",
+    "MailgunMessage",
     "Received",
     "Reply",
+    "SendGridMail",
     "TransportCall",
     "serve_asgi",
 ]
