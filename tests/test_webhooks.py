@@ -14,6 +14,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
 from connector._errors import ConfigError, WebhookVerificationFailed
 from connector._webhooks import (
     HmacVerifier,
@@ -23,8 +26,6 @@ from connector._webhooks import (
     TwilioVerifier,
     sign_webhook,
 )
-from hypothesis import assume, given
-from hypothesis import strategies as st
 
 SECRET = "whsec_test_secret_4f9a"
 NOW = 1_700_000_000
