@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from . import _http, _memory, _overhead, _policies, _redis, _throughput
+from . import _http, _logging, _memory, _overhead, _policies, _redis, _sim, _throughput
 from ._harness import (
     BACKENDS,
     CaseResult,
@@ -28,8 +28,10 @@ SECTIONS: dict[str, Section] = {
     "overhead": _overhead.SECTION,
     "throughput": _throughput.SECTION,
     "memory": _memory.SECTION,
+    "logging": _logging.SECTION,
     "http": _http.SECTION,
     "redis": _redis.SECTION,
+    "sim": _sim.SECTION,
 }
 
 # (repetitions, operations per sample): the full run and --quick.

@@ -9,12 +9,13 @@ state store, and it measures again. Time is virtual (the simulator's
 
 RSS (resident set size, from /proc/self/statm) is what the OS sees, but
 CPython keeps freed objects' memory in its arenas and glibc in its heap, so RSS
-hardly falls after passivation; ``malloc_trim(0)`` shows how much of it the
-heap could give back. A second interpreter runs the same steps under
-tracemalloc, whose traced memory shows what was freed and which source lines
-hold what is left. Tenant ids are made before the first measurement: they are
-the application's strings, not the runtime's. A measurement is taken once, not
-repeated: it counts bytes, which do not drift as timings do.
+does not fall after passivation (the states kept are new allocations, so it
+may rise); ``malloc_trim(0)`` shows how much of it the heap could give back.
+A second interpreter runs the same steps under tracemalloc, whose traced
+memory shows what was freed and which source lines hold what is left. Tenant
+ids are made before the first measurement: they are the application's strings,
+not the runtime's. A measurement is taken once, not repeated: it counts bytes,
+which do not drift as timings do.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ._harness import Figure, Section, Settings
 
 __all__ = ["SECTION", "Measured", "Point", "child", "measure", "run"]
 
-_IDLE_TIMEOUT = 60.0  # seconds; the sweeper looks every 30 s
+_IDLE_TIMEOUT = 60.0  # seconds; the runtime sweeps every idle_timeout / 2
 _WAIT = 1.5 * _IDLE_TIMEOUT  # virtual seconds slept: one sweep past the timeout
 _TOP = 8  # source lines listed for where traced memory goes
 _MB = 1_000_000

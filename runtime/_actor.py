@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from ._budget import RetryBudgetLedger
 from ._cell import Cell
 from ._classify import ExceptionClassifier
 from ._errors import ConnectorError, ServiceUnavailable, ShuttingDown
@@ -67,6 +68,9 @@ class ServiceActor:
         self.policy = policy
         self.classifier = classifier
         self.backoff = Backoff(policy.retry, runtime.rng)
+        self.ledger = (
+            RetryBudgetLedger(policy.retry_budget) if policy.retry_budget is not None else None
+        )
         self.transport_factory = transport_factory
         self.instance: Instance | None = None
         self.cells: dict[str | None, Cell] = {}
@@ -126,7 +130,10 @@ class ServiceActor:
         ]
         for key, cell in stale:
             del self.cells[key]
-            self._parked[key] = cell.snapshot()
+            # An idle tenant whose state is a fresh cell's (nearly all of them)
+            # costs the store nothing, unless an older state must be overwritten.
+            if cell.restored or not cell.pristine(now):
+                self._parked[key] = cell.snapshot()
         await self.save_parked()
         return len(stale)
 

@@ -252,7 +252,6 @@ class CircuitBreaker:
 
     __slots__ = (
         "_count_window",
-        "_generation",
         "_half_open_in_flight",
         "_half_open_successes",
         "_open_count",
@@ -262,6 +261,7 @@ class CircuitBreaker:
         "_time_window",
         "config",
         "consecutive_failures",
+        "generation",
     )
 
     def __init__(self, config: Breaker, state: CircuitBreakerState | None = None) -> None:
@@ -279,7 +279,7 @@ class CircuitBreaker:
         if snapshot.state is _OPEN and snapshot.opened_at is None:
             raise ConfigError("state.opened_at", None, "an open breaker needs its opened_at")
         self._state = snapshot.state
-        self._generation = snapshot.generation
+        self.generation = snapshot.generation
         self._opened_at = snapshot.opened_at
         self._open_count = snapshot.open_count
         self.consecutive_failures = snapshot.consecutive_failures
@@ -291,10 +291,6 @@ class CircuitBreaker:
             self._time_window.load(snapshot.buckets)
 
     # -- reading ---------------------------------------------------------
-
-    @property
-    def generation(self) -> int:
-        return self._generation
 
     @property
     def opened_at(self) -> float | None:
@@ -323,7 +319,7 @@ class CircuitBreaker:
     def snapshot(self) -> CircuitBreakerState:
         return CircuitBreakerState(
             state=self._state,
-            generation=self._generation,
+            generation=self.generation,
             opened_at=self._opened_at,
             open_count=self._open_count,
             consecutive_failures=self.consecutive_failures,
@@ -343,24 +339,24 @@ class CircuitBreaker:
         """
         state = self._state
         if state is _CLOSED or state is _DISABLED:
-            return self._generation
+            return self.generation
         if state is _OPEN:
             state = self.state(now)
         if state is _HALF_OPEN and (self._half_open_in_flight < self.config.half_open_probes):
             self._half_open_in_flight += 1
-            return self._generation
+            return self.generation
         return None
 
     def release(self, permit: int) -> None:
         """Give back a permit whose call never produced an outcome (it was cancelled)."""
-        if permit == self._generation and self._state is _HALF_OPEN:
+        if permit == self.generation and self._state is _HALF_OPEN:
             self._half_open_in_flight = max(0, self._half_open_in_flight - 1)
 
     # -- outcomes --------------------------------------------------------
 
     def record_success(self, permit: int, now: float, duration: float = 0.0) -> None:
         """The provider answered (a caller's own 4xx counts here too)."""
-        if permit != self._generation:
+        if permit != self.generation:
             return
         if self._state is _CLOSED and self._plain:
             self.consecutive_failures = 0  # the common case: nothing else to do
@@ -382,7 +378,7 @@ class CircuitBreaker:
 
     def record_failure(self, permit: int, now: float, duration: float = 0.0) -> None:
         """The provider failed (5xx, timeout, connection error, a 429 if so configured)."""
-        if permit != self._generation:
+        if permit != self.generation:
             return
         if self._state is _HALF_OPEN:
             self._half_open_in_flight = max(0, self._half_open_in_flight - 1)
@@ -448,7 +444,7 @@ class CircuitBreaker:
 
     def _transition(self, state: BreakerState) -> None:
         self._state = state
-        self._generation += 1
+        self.generation += 1
         self._half_open_in_flight = 0
         self._half_open_successes = 0
 

@@ -49,6 +49,13 @@ _OUTCOMES: dict[Verdict, AttemptOutcome] = {
     Verdict.FAILURE_NOT_SENT: "failure",
     Verdict.CRASH: "crash",
 }
+# Verdicts as module constants: an enum member lookup costs a call on CPython 3.11.
+_SUCCESS = Verdict.SUCCESS
+_CALLER_ERROR = Verdict.CALLER_ERROR
+_FAILURE = Verdict.FAILURE
+_FAILURE_NOT_SENT = Verdict.FAILURE_NOT_SENT
+_CRASH = Verdict.CRASH
+
 _BODY_CAP = 8192  # bytes of a provider's error body kept in a VendorError
 
 
@@ -160,7 +167,7 @@ class Service:
             deadline_at = None
         if idempotency_key is None:
             call = _Call(actor, fn, args, request, tenant_id, None, deadline_at, idempotent)
-            return await call.run(endpoint, cost)
+            return await call.run(endpoint, cost, now)
         if isinstance(idempotency_key, IdempotencyKey):
             key_text, ttl = idempotency_key.value, idempotency_key.ttl
         elif isinstance(idempotency_key, str) and idempotency_key:
@@ -170,7 +177,7 @@ class Service:
 
         def operation() -> Awaitable[Any]:
             call = _Call(actor, fn, args, request, tenant_id, key_text, deadline_at, True)
-            return call.run(endpoint, cost)
+            return call.run(endpoint, cost, actor.clock())
 
         return await runtime.idempotency.run((self.name, tenant_id, key_text), ttl, now, operation)
 
@@ -218,21 +225,21 @@ class _Call:
             idempotent = actor.policy.idempotent or (request is not None and request.is_idempotent)
         self.idempotent = idempotent
 
-    async def run(self, endpoint: str | None, cost: float) -> Any:
+    async def run(self, endpoint: str | None, cost: float, now: float) -> Any:
         actor = self.actor
         policy = actor.policy
         key_by = policy.key_by
         key = None if key_by is None else self.tenant_id if key_by == "tenant" else endpoint
         cell = actor.cells.get(key)
+        clock = actor.clock
         if cell is None:
             cell = await actor.open_cell(key)
-        clock = actor.clock
+            now = clock()
         deadline_at = self.deadline_at
         tenant_id = self.tenant_id
         attempt = 0
         previous_delay: float | None = None
         last_error: BaseException | None = None
-        now = clock()
         while True:
             attempt += 1
             if deadline_at is not None and now >= deadline_at:
@@ -261,10 +268,10 @@ class _Call:
                 now = clock()
             if final is not None:
                 raise final
-            if verdict is Verdict.SUCCESS:
+            if verdict is _SUCCESS:
                 return outcome.value
             quiet: float | None = None
-            if response is not None and verdict is not Verdict.CALLER_ERROR:
+            if response is not None and verdict is not _CALLER_ERROR:
                 quiet = quiet_period(response, actor.runtime.wall_clock())
                 if quiet is not None:
                     cell.pause(now + quiet)
@@ -347,7 +354,11 @@ class _Call:
         outcome = _Outcome(started)
         try:
             if timeout is None and deadline_at is None:
-                outcome.value = await self._send(instance)
+                fn = self.fn
+                if fn is not None:  # the common case, awaited without another frame
+                    outcome.value = await fn(*self.args)
+                else:
+                    outcome.value = await self._send(instance)
             else:
                 limit = started + timeout if timeout is not None else math.inf
                 if deadline_at is not None and deadline_at < limit:
@@ -398,11 +409,11 @@ class _Call:
             # The caller's deadline, not the provider, ended it: no verdict on the provider.
             cell.abort(permit)
             final = cell.reject(now, DeadlineExceeded(name), self.tenant_id, endpoint)
-            return _Settled(Verdict.CRASH, final, None, None, final)
+            return _Settled(_CRASH, final, None, None, final)
         if outcome.cut == "timeout":
             timeout = actor.policy.timeout
             assert timeout is not None
-            verdict = Verdict.FAILURE
+            verdict = _FAILURE
             error = Timeout(name, timeout)
         elif error is not None:
             verdict = actor.classifier.classify(error)
@@ -411,14 +422,14 @@ class _Call:
             assert response is not None
             verdict = _judge(response, actor.policy.retry.retryable_statuses)
         else:
-            verdict = Verdict.SUCCESS
+            verdict = _SUCCESS
         cell.finish()
         duration = now - outcome.started
         failed: bool | None = None
-        if verdict is Verdict.CRASH:
+        if verdict is _CRASH:
             cell.give_back(permit)  # our bug says nothing about the provider
         else:
-            failed = verdict >= Verdict.FAILURE
+            failed = verdict >= _FAILURE
             if failed and response is not None and response.status == 429:
                 failed = actor.policy.breaker_counts_429
             cell.record(permit, now, duration, failed)
@@ -442,9 +453,9 @@ class _Call:
                     response=response,
                 )
             )
-        if verdict is Verdict.SUCCESS:
+        if verdict is _SUCCESS:
             return _Settled(verdict, _NO_ERROR, response, failed, None)
-        if verdict is Verdict.CALLER_ERROR:
+        if verdict is _CALLER_ERROR:
             if error is None:
                 assert response is not None
                 error = VendorError(name, response.status, _body_text(response))
@@ -466,11 +477,11 @@ class _Call:
         """The wait before the next attempt, or raise when this failure is final."""
         actor = self.actor
         attempts = actor.policy.retry.attempts
-        if verdict is Verdict.CRASH:
+        if verdict is _CRASH:
             actor.crash(error)
             if not (self.idempotent and attempt < attempts):
                 raise ActorCrashed(actor.name, _describe(error)) from error
-        elif attempt >= attempts or not (self.idempotent or verdict is Verdict.FAILURE_NOT_SENT):
+        elif attempt >= attempts or not (self.idempotent or verdict is _FAILURE_NOT_SENT):
             raise ConnectionFailed(actor.name, endpoint or "", attempt, _describe(error)) from error
         delay = actor.backoff.delay(attempt, previous)
         return quiet if quiet is not None and quiet > delay else delay
@@ -503,7 +514,7 @@ _NO_ERROR = Exception("no error")
 def _judge(response: HttpResponse, retryable: frozenset[int]) -> Verdict:
     status = response.status
     if status < 400:
-        return Verdict.SUCCESS
+        return _SUCCESS
     if status >= 500 or status in retryable:
-        return Verdict.FAILURE
-    return Verdict.CALLER_ERROR
+        return _FAILURE
+    return _CALLER_ERROR
