@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from . import _http, _logging, _memory, _overhead, _policies, _redis, _sim, _throughput
+from . import _failure, _http, _logging, _memory, _overhead, _policies, _redis, _sim, _throughput
 from ._harness import (
     BACKENDS,
     CaseResult,
@@ -32,6 +32,7 @@ SECTIONS: dict[str, Section] = {
     "http": _http.SECTION,
     "redis": _redis.SECTION,
     "sim": _sim.SECTION,
+    "failure": _failure.SECTION,
 }
 
 # (repetitions, operations per sample): the full run and --quick.

@@ -325,3 +325,78 @@ def test_runtime_sections_print_a_table_each(runtime_report: tuple[dict[str, Any
     assert any(
         line.split()[:5] == ["cells", "after", "passivation", "trio", "0"] for line in memory
     )
+
+
+# -- the failure section: figures only, in virtual time -----------------------------------
+
+FAILURE_OPS = 200  # the floor of 10 logical calls a second
+FAILURE_VARIANTS = {
+    "connector": True,  # name -> has a breaker
+    "connector, failure-rate breaker": True,
+    "connector, no budget": True,
+    "connector, no breaker": False,
+    "connector, retries only": False,
+    "tenacity + aiobreaker": True,
+}
+FAILURE_PHASES = ("healthy", "50 % failing", "100 % failing", "recovered")
+Figures = dict[tuple[str, str | None], float]
+
+
+def _failure_figures(path: Path) -> tuple[Figures, str]:
+    done = _run("--quick", "--only", "failure", "--ops", str(FAILURE_OPS), "--json", str(path))
+    assert done.returncode == 0, done.stderr
+    return _figures(json.loads(path.read_text()), "failure"), done.stdout
+
+
+@pytest.fixture(scope="module")
+def failure_figures(tmp_path_factory: pytest.TempPathFactory) -> tuple[Figures, str]:
+    return _failure_figures(tmp_path_factory.mktemp("bench") / "failure.json")
+
+
+def test_failure_reports_every_figure_of_every_variant(
+    failure_figures: tuple[Figures, str],
+) -> None:
+    figures, table = failure_figures
+    assert "== failure ==" in table
+    expected = {("logical calls", None)}
+    for variant in FAILURE_VARIANTS:
+        if variant == "tenacity + aiobreaker" and not _installed(("tenacity", "aiobreaker")):
+            continue
+        names = ["amplification", "recovery, first success", "recovery, 95 % in 1 s"]
+        for phase in FAILURE_PHASES:
+            names += [f"amplification, {phase}", f"success, {phase}"]
+        expected |= {(f"{variant}: {name}", "asyncio") for name in names}
+    assert set(figures) == expected
+    assert figures[("logical calls", None)] > 0
+
+
+def test_failure_amplification_is_bounded_by_the_attempts_and_the_policies(
+    failure_figures: tuple[Figures, str],
+) -> None:
+    figures = {name: value for (name, _backend), value in failure_figures[0].items()}
+    for variant, has_breaker in FAILURE_VARIANTS.items():
+        if f"{variant}: amplification" not in figures:
+            continue
+        # Healthy: every logical call succeeds at its first attempt.
+        assert figures[f"{variant}: amplification, healthy"] == 1
+        assert figures[f"{variant}: success, healthy"] == 100
+        for phase in FAILURE_PHASES:
+            amplification = figures[f"{variant}: amplification, {phase}"]
+            # A breaker rejects calls unsent; without one every call is sent at least once.
+            assert (0 if has_breaker else 1) <= amplification <= 3, (variant, phase)
+            assert 0 <= figures[f"{variant}: success, {phase}"] <= 100
+        for name in ("first success", "95 % in 1 s"):
+            assert 0 <= figures[f"{variant}: recovery, {name}"] <= 30
+    outage = "amplification, 100 % failing"
+    # The budget caps retries below the two each failed call would make; a breaker sends
+    # almost none.
+    assert (
+        figures[f"connector, no breaker: {outage}"] < figures[f"connector, retries only: {outage}"]
+    )
+    assert figures[f"connector: {outage}"] < figures[f"connector, no breaker: {outage}"]
+
+
+def test_failure_figures_repeat_exactly(
+    failure_figures: tuple[Figures, str], tmp_path: Path
+) -> None:
+    assert _failure_figures(tmp_path / "again.json")[0] == failure_figures[0]
