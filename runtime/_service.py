@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, overload
 
 import anyio
 
@@ -31,6 +31,8 @@ from ._errors import (
 from ._events import AttemptFinished, AttemptOutcome, RetryScheduled
 from ._http import HttpRequest, HttpResponse
 from ._idempotency import DEFAULT_IDEMPOTENCY_TTL, IdempotencyKey
+from ._outbox import Deferred, delivering
+from ._outbox_dispatcher import defer_request, request_or_defer
 from ._provider_signals import quiet_period
 from ._redaction import redact_text
 
@@ -111,6 +113,7 @@ class Service:
         )
         return result
 
+    @overload
     async def request(
         self,
         request: HttpRequest,
@@ -120,14 +123,64 @@ class Service:
         deadline: float | None = None,
         idempotent: bool | None = None,
         cost: float = 1.0,
-    ) -> HttpResponse:
+        on_unavailable: Literal["raise"] = "raise",
+    ) -> HttpResponse: ...
+    @overload
+    async def request(
+        self,
+        request: HttpRequest,
+        *,
+        tenant_id: str | None = None,
+        idempotency_key: str | IdempotencyKey | None = None,
+        deadline: float | None = None,
+        idempotent: bool | None = None,
+        cost: float = 1.0,
+        on_unavailable: Literal["defer"],
+        order_key: str | None = None,
+        max_age: float | None = None,
+    ) -> HttpResponse | Deferred: ...
+    async def request(
+        self,
+        request: HttpRequest,
+        *,
+        tenant_id: str | None = None,
+        idempotency_key: str | IdempotencyKey | None = None,
+        deadline: float | None = None,
+        idempotent: bool | None = None,
+        cost: float = 1.0,
+        on_unavailable: Literal["raise", "defer"] = "raise",
+        order_key: str | None = None,
+        max_age: float | None = None,
+    ) -> HttpResponse | Deferred:
         """Send ``request`` through this service's transport under every policy.
 
         2xx and 3xx come back as the response; another 4xx raises `VendorError`;
         a 5xx or a retryable status is a provider failure, retried when safe
         (an idempotent method, ``idempotent=True``, or an idempotency key), then
         `ConnectionFailed`.
+
+        With ``on_unavailable="defer"`` (and the runtime's outbox), a request
+        the service cannot take now (breaker open, service stopped, rate limit
+        past the deadline, every retry failed) is written to the outbox and a
+        `Deferred` receipt comes back instead; the outbox delivers it later
+        with the same idempotency key (generated if none is given). Requests
+        with one ``order_key`` reach the provider in the order they were made.
+        ``max_age`` bounds an entry's wait (default: the outbox policy's).
         """
+        if on_unavailable != "raise" or order_key is not None or max_age is not None:
+            return await request_or_defer(
+                self._actor.runtime,
+                self,
+                request,
+                tenant_id=tenant_id,
+                idempotency_key=idempotency_key,
+                deadline=deadline,
+                idempotent=idempotent,
+                cost=cost,
+                on_unavailable=on_unavailable,
+                order_key=order_key,
+                max_age=max_age,
+            )
         if not isinstance(request, HttpRequest):
             raise ConfigError("request", request, "must be an HttpRequest")
         if self._actor.transport_factory is None:
@@ -137,6 +190,33 @@ class Service:
             None, (), request, tenant_id, idempotency_key, deadline, idempotent, endpoint, cost
         )
         return response
+
+    async def defer(
+        self,
+        request: HttpRequest,
+        *,
+        tenant_id: str | None = None,
+        idempotency_key: str | IdempotencyKey | None = None,
+        order_key: str | None = None,
+        max_age: float | None = None,
+    ) -> Deferred:
+        """Write ``request`` to the runtime's outbox without trying it now.
+
+        The outbox delivers it in the background through this service, with
+        ``idempotency_key`` (generated if None) on every attempt, in order
+        with other requests of its ``order_key``, until ``max_age`` seconds.
+        Only HTTP requests defer: an entry must be re-executable from stored
+        data after a restart, which a Python callable is not.
+        """
+        return await defer_request(
+            self._actor.runtime,
+            self,
+            request,
+            tenant_id=tenant_id,
+            idempotency_key=idempotency_key,
+            order_key=order_key,
+            max_age=max_age,
+        )
 
     async def _guard(
         self,
@@ -180,6 +260,15 @@ class Service:
             return call.run(endpoint, cost, actor.clock())
 
         return await runtime.idempotency.run((self.name, tenant_id, key_text), ttl, now, operation)
+
+
+def _attempt_error(error: BaseException | None, response: HttpResponse | None) -> str | None:
+    """What went wrong with one attempt, for its event and log record."""
+    if error is not None:
+        return _describe(error)
+    if response is not None and response.status >= 400:
+        return f"HTTP {response.status}: {_body_text(response)[:200]}"
+    return None
 
 
 def _body_text(response: HttpResponse) -> str:
@@ -447,10 +536,11 @@ class _Call:
                     endpoint=endpoint,
                     method=self.request.method if self.request is not None else None,
                     status=response.status if response is not None else None,
-                    error=_describe(error) if error is not None else None,
+                    error=_attempt_error(error, response),
                     idempotency_key=self.idempotency_key,
                     request=self.request,
                     response=response,
+                    outbox_id=delivering.get() if self.request is not None else None,
                 )
             )
         if verdict is _SUCCESS:

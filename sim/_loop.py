@@ -29,22 +29,35 @@ class _VirtualSelector(selectors.BaseSelector):
     def __init__(self, loop: VirtualTimeLoop) -> None:
         self._loop = loop
         self._real = selectors.DefaultSelector()
+        self._registered = 0
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if not self._loop.autojump:
             return self._real.select(timeout)
-        ready = self._real.select(0)
-        if ready or timeout is None or timeout <= 0:
+        if timeout is None:
             # Nothing scheduled at all: block for real (a thread may wake us).
-            return ready if ready or timeout is not None else self._real.select(None)
-        self._loop.advance_ns(math.ceil(timeout * _NS))
+            return self._real.select(None)
+        # The loop's own self-pipe is always registered. It only wakes a blocked
+        # select, and call_soon_threadsafe has queued its callback by then, which
+        # `_ready` shows. With no other descriptor there is nothing to poll, and
+        # a poll is a system call on every turn of the loop.
+        if self._registered > 1:
+            ready = self._real.select(0)
+            if ready:
+                return ready
+        if timeout > 0 and not self._loop._ready:  # type: ignore[attr-defined]
+            self._loop.advance_ns(math.ceil(timeout * _NS))
         return []
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._real.register(fileobj, events, data)
+        key = self._real.register(fileobj, events, data)
+        self._registered += 1
+        return key
 
     def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._real.unregister(fileobj)
+        key = self._real.unregister(fileobj)
+        self._registered -= 1
+        return key
 
     def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         return self._real.modify(fileobj, events, data)
@@ -62,10 +75,11 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def __init__(self, *, autojump: bool = True, start_ns: int = 0) -> None:
         self.autojump = autojump
         self._now_ns = start_ns
+        self._now = start_ns / _NS  # asyncio reads the time a dozen times per turn
         super().__init__(selector=_VirtualSelector(self))
 
     def time(self) -> float:
-        return self._now_ns / _NS
+        return self._now
 
     @property
     def time_ns(self) -> int:
@@ -76,6 +90,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         if nanoseconds < 0:
             raise ValueError(f"time cannot go back ({nanoseconds} ns)")
         self._now_ns += nanoseconds
+        self._now = self._now_ns / _NS
 
     def advance(self, seconds: float) -> None:
         self.advance_ns(math.ceil(seconds * _NS))
