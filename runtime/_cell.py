@@ -247,6 +247,10 @@ class Cell:
             raise self.reject(now, DeadlineExceeded(actor.name), tenant_id, endpoint)
         if waiter.error is not None:
             raise waiter.error
+        if actor.rejecting:
+            # Stopped or closing since the grant: this call has not left, so it does not.
+            self._abandon(cost)
+            raise self.reject(now, actor.rejection(), tenant_id, endpoint)
         breaker = self.breaker
         if breaker is None:
             return 0
