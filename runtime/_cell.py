@@ -220,6 +220,8 @@ class Cell:
         queue = self.queue
         if queue is None:
             queue = self.queue = deque()
+        if deadline is not None and self.limiter is not None:
+            self._check_backlog(queue, cost, deadline, tenant_id, endpoint)
         if len(queue) >= actor.policy.mailbox:
             error = Overloaded(actor.name, actor.policy.mailbox)
             raise self.reject(actor.clock(), error, tenant_id, endpoint)
@@ -328,7 +330,7 @@ class Cell:
         """Raise when the call may not wait ``wait`` seconds for its token."""
         limit = self.actor.policy.rate_limit
         if (limit is not None and limit.mode == "reject") or (
-            deadline is not None and now + wait > deadline
+            deadline is not None and now + wait >= deadline
         ):
             error = RateLimitExceeded(
                 self.actor.name,
@@ -337,6 +339,31 @@ class Cell:
                 wait,
             )
             raise self.reject(now, error, tenant_id, endpoint)
+
+    def _check_backlog(
+        self,
+        queue: deque[_Waiter],
+        cost: float,
+        deadline: float,
+        tenant_id: str | None,
+        endpoint: str | None,
+    ) -> None:
+        """Refuse at once a call whose token, behind everyone queued, is due past its deadline.
+
+        Under sustained overload a first-in-first-out mailbox otherwise fills
+        with calls that reach its head with no time left, and are cut at the
+        provider: goodput collapses. An estimate (a waiter ahead may yet leave),
+        erring towards admitting: the rate's full refill counts from now.
+        """
+        limiter = self.limiter
+        assert limiter is not None
+        now = self.actor.clock()
+        ahead = cost + sum(waiter.cost for waiter in queue)
+        wait = (ahead - limiter.available(now)) / limiter.limit.tokens_per_second
+        if now < self.paused_until:
+            wait += self.paused_until - now
+        if wait > 0.0:
+            self._check_wait(now, wait, deadline, tenant_id, endpoint)
 
     def give_back(self, permit: int) -> None:
         if self.breaker is not None:

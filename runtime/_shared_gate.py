@@ -101,7 +101,7 @@ class SharedGate:
                 return
             now = actor.clock()
             if (limit is not None and limit.mode == "reject") or (
-                deadline_at is not None and now + wait > deadline_at
+                deadline_at is not None and now + wait >= deadline_at
             ):
                 error = RateLimitExceeded(
                     actor.name,

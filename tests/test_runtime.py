@@ -481,3 +481,26 @@ async def test_the_same_seed_gives_the_same_jittered_schedule() -> None:
     # The runs start at different instants of one loop: compare offsets to the nanosecond.
     assert first == pytest.approx(again, abs=1e-9)
     assert first != pytest.approx(other, abs=1e-3)
+
+
+async def test_a_call_whose_token_is_due_past_its_deadline_is_refused_on_arrival() -> None:
+    provider = Provider()
+    refused_at: list[float] = []
+
+    async def caller() -> None:
+        try:
+            await svc.call(provider, deadline=1.0)
+        except RateLimitExceeded:
+            refused_at.append(anyio.current_time())
+
+    async with Runtime() as rt:
+        svc = rt.register("sms", rate_limit=RateLimit.per_second(2))
+        start = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            for _ in range(8):
+                tg.start_soon(caller)
+    # Tokens at 0, 0 and 0.5 come before the deadline; the rest would come too late
+    # (at 1.0, the deadline itself, or after) and are refused at once, rather than
+    # after queueing until the head of the line.
+    assert [t - start for t in provider.starts] == pytest.approx([0.0, 0.0, 0.5])
+    assert refused_at == pytest.approx([start] * 5)
