@@ -23,6 +23,14 @@ from ._bulk import (
 )
 from ._classify import ExceptionClassifier, Verdict
 from ._clock import Clock, WallClock
+from ._config import (
+    ConfigFileError,
+    ConnectorConfig,
+    load_config,
+)
+from ._configured import (
+    ConfiguredRuntime,
+)
 from ._credential_crypto import (
     SECRET_KEY_ENV,
     CredentialCipher,
@@ -138,6 +146,33 @@ from ._logstore_postgres import (
 )
 from ._logstore_sqlite import (
     SqliteLogStore,
+)
+from ._outbox import (
+    DeferReason,
+    Deferred,
+    Outbox,
+    OutboxEntry,
+    OutboxPolicy,
+    OutboxStatus,
+    OutboxUnavailable,
+)
+from ._outbox_dispatcher import (
+    OutboxDispatcher,
+)
+from ._outbox_events import (
+    CallDeferred,
+    OutboxDeadLettered,
+    OutboxDelivered,
+    OutboxRetryScheduled,
+)
+from ._outbox_memory import (
+    MemoryOutbox,
+)
+from ._outbox_postgres import (
+    PostgresOutbox,
+)
+from ._outbox_sqlite import (
+    SqliteOutbox,
 )
 from ._payments import (
     CaptureMethod,
@@ -264,6 +299,7 @@ __all__ = [
     "BreakerTransition",
     "BulkFailure",
     "BulkResult",
+    "CallDeferred",
     "CallRejected",
     "CaptureMethod",
     "CaptureRequest",
@@ -278,7 +314,10 @@ __all__ = [
     "Clock",
     "CloudStorage",
     "ConfigError",
+    "ConfigFileError",
+    "ConfiguredRuntime",
     "ConnectionFailed",
+    "ConnectorConfig",
     "ConnectorError",
     "ConnectorState",
     "CredentialCipher",
@@ -290,6 +329,8 @@ __all__ = [
     "CredentialsExpired",
     "CredentialsNotFound",
     "DeadlineExceeded",
+    "DeferReason",
+    "Deferred",
     "EmailMessage",
     "EmailReceipt",
     "EmailService",
@@ -323,9 +364,19 @@ __all__ = [
     "MemoryCredentialStore",
     "MemoryIdempotencyStore",
     "MemoryLogStore",
+    "MemoryOutbox",
     "MemorySharedState",
     "MemoryStateStore",
     "Money",
+    "Outbox",
+    "OutboxDeadLettered",
+    "OutboxDelivered",
+    "OutboxDispatcher",
+    "OutboxEntry",
+    "OutboxPolicy",
+    "OutboxRetryScheduled",
+    "OutboxStatus",
+    "OutboxUnavailable",
     "Overloaded",
     "Parcel",
     "PaymentDeclined",
@@ -335,6 +386,7 @@ __all__ = [
     "PaymentStatus",
     "PhoneNumberInfo",
     "PostgresLogStore",
+    "PostgresOutbox",
     "RateLimit",
     "RateLimitExceeded",
     "RedisIdempotencyStore",
@@ -374,6 +426,7 @@ __all__ = [
     "SqliteCredentialStore",
     "SqliteIdempotencyStore",
     "SqliteLogStore",
+    "SqliteOutbox",
     "SqliteStateStore",
     "StateStore",
     "StoredFile",
@@ -407,6 +460,7 @@ __all__ = [
     "generate_key",
     "hmac_signature",
     "is_secret_key",
+    "load_config",
     "new_ulid",
     "parse_retry_after",
     "redact",

@@ -41,7 +41,8 @@ def _delegated(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import _cli_credentials, _cli_logs  # noqa: PLC0415 - keeps `connector --help` fast
+    # Imported here, not at the top: keeps `connector --help` fast.
+    from . import _cli_credentials, _cli_demo, _cli_health, _cli_logs, _cli_outbox  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(
         prog="connector",
@@ -51,8 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _cli_demo.add_commands(subparsers)
     _cli_logs.add_commands(subparsers)
     _cli_credentials.add_commands(subparsers)
+    _cli_health.add_commands(subparsers)
+    _cli_outbox.add_commands(subparsers)
     _delegated("simulate", "run a scenario through the runtime in virtual time", subparsers)
     _delegated("bench", "run the benchmark harness (see `connector bench --help`)", subparsers)
     return parser
@@ -106,3 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _error(str(error))
         return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

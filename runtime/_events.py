@@ -75,6 +75,7 @@ class AttemptFinished(Event, frozen=True, kw_only=True):
 
     On the HTTP path ``request`` and ``response`` are the objects themselves
     (unredacted: a consumer that stores them must redact, as the log writer does).
+    ``outbox_id`` names the outbox entry the attempt delivers, if it does.
     """
 
     attempt: int
@@ -88,6 +89,7 @@ class AttemptFinished(Event, frozen=True, kw_only=True):
     idempotency_key: str | None = None
     request: HttpRequest | None = None
     response: HttpResponse | None = None
+    outbox_id: str | None = None
 
 
 class RetryScheduled(Event, frozen=True, kw_only=True):

@@ -38,6 +38,7 @@ from ._policy import ServicePolicy
 from ._redaction import redact_text
 from ._runtime import Runtime
 from ._service import Service
+from ._shared_state import SharedPolicyState
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_HTTP_TIMEOUT", "ApiResponse", "HttpService"]
 
@@ -123,7 +124,9 @@ class HttpService:
     `ResponseTooLarge`. ``connect_timeout`` bounds connecting alone; by default
     half the attempt's timeout, at most `DEFAULT_CONNECT_TIMEOUT`, so a host
     that never accepts fails as "not sent" (safe to retry, even a POST) before
-    the attempt's own timeout would leave it "maybe sent".
+    the attempt's own timeout would leave it "maybe sent". ``shared_state``
+    puts the breaker and rate limit of every service here in shared state
+    (see `Runtime.register`).
     """
 
     def __init__(
@@ -139,6 +142,7 @@ class HttpService:
         idempotency_header: str = "Idempotency-Key",
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         connect_timeout: float | None = None,
+        shared_state: SharedPolicyState | None = None,
         **policy_fields: Any,
     ) -> None:
         if not isinstance(runtime, Runtime):
@@ -186,7 +190,10 @@ class HttpService:
         # One SSL context for every client, restarts included: building one costs
         # tens of milliseconds of blocked event loop.
         self._ssl_context = _shared_ssl_context()
-        self.service = runtime.register(name, policy, transport=self._transport(name, policy, auth))
+        self._shared_state = shared_state
+        self.service = runtime.register(
+            name, policy, transport=self._transport(name, policy, auth), shared_state=shared_state
+        )
         # Services of endpoints with their own policies, by name, with those policies.
         self._own: dict[str, tuple[Service, tuple[Any, ...]]] = {}
         self._routes: dict[Endpoint, _Route] = {}
@@ -318,7 +325,10 @@ class HttpService:
             rate_limit=endpoint.rate_limit if endpoint.rate_limit is not None else base.rate_limit,
         )
         service = self._runtime.register(
-            name, policy, transport=self._transport(name, policy, auth)
+            name,
+            policy,
+            transport=self._transport(name, policy, auth),
+            shared_state=self._shared_state,
         )
         self._own[name] = (service, own)
         return service

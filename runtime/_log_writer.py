@@ -64,15 +64,18 @@ def _body(content: bytes | None, headers: dict[str, str]) -> Any:
     return content[:_BODY_CAP].decode("utf-8", errors="replace")
 
 
-def _request_data(request: HttpRequest | None) -> dict[str, Any] | None:
+def _request_data(request: HttpRequest | None, outbox_id: str | None) -> dict[str, Any] | None:
     if request is None:
         return None
-    return {
+    data = {
         "method": request.method,
         "url": request.url,
         "headers": dict(request.headers),
         "body": _body(request.content, request.headers),
     }
+    if outbox_id is not None:
+        data["outbox_id"] = outbox_id  # links the attempt to the outbox entry it delivers
+    return data
 
 
 def _response_data(response: HttpResponse | None) -> dict[str, Any] | None:
@@ -175,7 +178,7 @@ class LogWriter:
                 tenant_id=event.tenant_id,
                 http_status_code=event.status,
                 duration_ms=event.duration * 1000.0,
-                request_data=_request_data(event.request),
+                request_data=_request_data(event.request, event.outbox_id),
                 response_data=_response_data(event.response),
                 error_message=event.error,
                 attempt_number=event.attempt,

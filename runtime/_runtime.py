@@ -13,7 +13,7 @@ import math
 import random
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, TypeVarTuple
+from typing import TYPE_CHECKING, Any, TypeVarTuple
 
 import anyio
 from anyio.abc import TaskGroup
@@ -27,10 +27,17 @@ from ._events import EventBus
 from ._idempotency_store import IdempotencyStore, MemoryIdempotencyStore
 from ._log_writer import LogsNotWritten, LogWriter
 from ._logstore import LogStore
+from ._outbox import Outbox, OutboxPolicy
+from ._outbox_dispatcher import OutboxDispatcher
 from ._policy import ServicePolicy
 from ._service import Service
 from ._shared_state import SharedPolicyState
 from ._state_store import MemoryStateStore, StateStore
+
+if TYPE_CHECKING:
+    import os
+
+    from ._configured import ConfiguredRuntime
 
 __all__ = ["Runtime"]
 
@@ -47,6 +54,9 @@ class Runtime:
     ``rng`` feeds every jitter (seed it for a repeatable run); ``wall_clock``
     stamps logs and reads HTTP-date headers. Both default to the system's.
     With a ``log_store``, a `LogWriter` records every attempt and rejection.
+    With an ``outbox`` (a `SqliteOutbox`, ...), requests made with
+    ``on_unavailable="defer"`` or `Service.defer` wait there and an
+    `OutboxDispatcher` (``rt.outbox``) delivers them, as ``outbox_policy`` says.
     """
 
     def __init__(
@@ -58,6 +68,8 @@ class Runtime:
         idempotency: IdempotencyStore | None = None,
         log_store: LogStore | None = None,
         shutdown_timeout: float = 30.0,
+        outbox: Outbox | None = None,
+        outbox_policy: OutboxPolicy | None = None,
     ) -> None:
         check.non_negative("shutdown_timeout", shutdown_timeout)
         self.rng = rng if rng is not None else random.Random()
@@ -78,6 +90,21 @@ class Runtime:
         self._task_group: TaskGroup | None = None
         self._sweeping = False
         self._drained: anyio.Event | None = None
+        if outbox is None and outbox_policy is not None:
+            raise ConfigError("outbox_policy", outbox_policy, "needs an outbox")
+        self.outbox = OutboxDispatcher(self, outbox, outbox_policy) if outbox is not None else None
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str], **options: Any) -> ConfiguredRuntime:
+        """A runtime wired from a config file: ``async with Runtime.from_config(path) as app``.
+
+        The file is read and checked now (`ConfigFileError` names the key);
+        entering opens its stores and starts its services, ``app.services[name]``.
+        ``options`` are `ConfiguredRuntime`'s (``environ=``, ``rng=``, stores).
+        """
+        from ._configured import ConfiguredRuntime  # noqa: PLC0415 - it imports this module
+
+        return ConfiguredRuntime.from_file(path, **options)
 
     # -- services ---------------------------------------------------------------
 
@@ -164,6 +191,8 @@ class Runtime:
         if self.running or self._closed:
             raise RuntimeError("a Runtime can be entered once")
         self.clock = loop_clock()
+        if self.outbox is not None:
+            await self.outbox.open()
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
@@ -174,6 +203,8 @@ class Runtime:
         for actor in self._actors.values():
             actor.start()
         self._start_sweeper()
+        if self.outbox is not None:
+            task_group.start_soon(self.outbox.run)
         return self
 
     async def __aexit__(
@@ -196,6 +227,8 @@ class Runtime:
         if task_group is None or self._closed:
             return
         self._closed = True
+        if self.outbox is not None:
+            self.outbox.begin_shutdown()
         actors = list(self._actors.values())
         for actor in actors:
             actor.begin_shutdown()
@@ -208,6 +241,8 @@ class Runtime:
             for actor in actors:
                 await actor.flush()
                 await actor.close()
+            if self.outbox is not None:
+                await self.outbox.close(self.shutdown_timeout)
             unwritten: LogsNotWritten | None = None
             if self.log_writer is not None:
                 try:

@@ -70,8 +70,14 @@ def _is_async_callable(fn: object) -> bool:
     )
 
 
+class _ProviderStatus(Exception):
+    """A provider's failing HTTP answer, as the cause of the `ConnectionFailed` it ends in."""
+
+
 def _describe(error: BaseException) -> str:
     text = str(error)
+    if isinstance(error, _ProviderStatus):
+        return text
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
@@ -552,7 +558,10 @@ class _Call:
             return _Settled(verdict, error, response, failed, error)
         if error is None:
             assert response is not None
-            error = ConnectionFailed(name, endpoint or "", attempt, f"HTTP {response.status}")
+            body = _body_text(response)[:200]
+            error = _ProviderStatus(
+                f"HTTP {response.status}: {body}" if body else f"HTTP {response.status}"
+            )
         return _Settled(verdict, error, response, failed, None)
 
     def _retry_delay(
