@@ -98,6 +98,8 @@ def _redact_pairs(text: str) -> str:
         position = key.end()
         if not is_secret_key(key["quoted"] or key["bare"]):
             continue
+        if text[: key.start()].rstrip().lower().endswith(("basic", "bearer")):
+            continue  # a scheme's token that merely looks like key=value: hidden whole below
         value = _VALUE.match(text, position)
         if value is None:
             continue
