@@ -8,7 +8,6 @@ fails, so a broken service never passes as a skip.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -132,16 +131,3 @@ class OwnRedis:
             self.process.kill()
             self.process.wait()
             self.process = None
-
-
-@pytest.fixture
-def own_redis() -> Iterator[OwnRedis]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        unavailable("redis-server is not installed")
-    server = OwnRedis(binary)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()

@@ -400,3 +400,21 @@ def test_failure_figures_repeat_exactly(
     failure_figures: tuple[Figures, str], tmp_path: Path
 ) -> None:
     assert _failure_figures(tmp_path / "again.json")[0] == failure_figures[0]
+
+
+def test_the_other_sections_run_and_report_figures(tmp_path: Path) -> None:
+    """http, redis, sim and logging at tiny sizes: each runs and reports (no timings judged)."""
+    path = tmp_path / "rest.json"
+    sections = ("http", "redis", "sim", "logging")
+    args = [arg for name in sections for arg in ("--only", name)]
+    done = _run("--quick", "--ops", "200", "--repetitions", "1", *args, "--json", str(path))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(path.read_text())
+    reported = {figure["section"] for figure in report["figures"]}
+    reported |= {result["section"] for result in report["results"]}
+    assert reported == set(sections)
+    for section in sections:
+        assert f"== {section} ==" in done.stdout
+    rates = [f["value"] for f in report["figures"] if f["unit"] in ("calls/s", "records/s")]
+    assert rates
+    assert all(rate > 0 for rate in rates)

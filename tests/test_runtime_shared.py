@@ -10,7 +10,7 @@ import itertools
 
 import anyio
 import pytest
-from _servers import OwnRedis, own_redis
+from _servers import OwnRedis
 
 from connector import (
     Breaker,
@@ -30,8 +30,6 @@ from connector import (
 from connector._events import Event
 
 pytestmark = pytest.mark.anyio
-
-__all__ = ["own_redis"]  # a fixture, imported for the tests below
 
 
 async def ok() -> str:
