@@ -68,6 +68,11 @@ class ServiceActor:
         self.policy = policy
         self.classifier = classifier
         self.backoff = Backoff(policy.retry, runtime.rng)
+        # Calls of a plain service (one cell, nothing that bounds an attempt in
+        # time) may take `Service.call`'s inline path.
+        self.plain = (
+            policy.key_by is None and policy.timeout is None and policy.retry.deadline is None
+        )
         self.ledger = (
             RetryBudgetLedger(policy.retry_budget) if policy.retry_budget is not None else None
         )

@@ -112,11 +112,79 @@ class Service:
         an ``idempotency_key`` makes it safe to repeat and deduplicates it.
         Exceptions are sorted by the classifier the service was registered with.
         """
+        actor = self._actor
+        if (
+            deadline is None
+            and idempotency_key is None
+            and actor.plain
+            and actor.shared_state is None
+            and actor.runtime.running
+        ):
+            cell = actor.cells.get(None)
+            code = getattr(fn, "__code__", None)
+            if cell is not None and code is not None and code.co_flags & inspect.CO_COROUTINE:
+                return await self._fast(cell, fn, args, tenant_id, idempotent, endpoint, cost)
         if not _is_async_callable(fn):
             raise ConfigError("fn", fn, "must be an async function")
         result: T = await self._guard(
             fn, args, None, tenant_id, idempotency_key, deadline, idempotent, endpoint, cost
         )
+        return result
+
+    async def _fast(
+        self,
+        cell: Cell,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        tenant_id: str | None,
+        idempotent: bool | None,
+        endpoint: str | None,
+        cost: float,
+    ) -> T:
+        """The common call, inline: admitted at once, no deadline, timeout or key.
+
+        A guarded call's cost is mostly its structure (frames, an object per
+        call), not its decisions: this path makes the same decisions as `_Call`
+        with neither, and hands over to `_Call` whatever is not a plain success
+        (a queued call, an exception to classify and perhaps retry).
+        """
+        actor = self._actor
+        clock = actor.clock
+        now = clock()
+        permit = cell.try_admit(now, cost, False, None, tenant_id, endpoint)
+        call: _Call
+        if permit == QUEUE:
+            call = _Call(actor, fn, args, None, tenant_id, None, None, idempotent)
+            queued: T = await call.run(endpoint, cost, now, first=(QUEUE, None))
+            return queued
+        outcome = _Outcome(now)
+        try:
+            result = await fn(*args)
+        except Exception as error:
+            outcome.error = error
+            call = _Call(actor, fn, args, None, tenant_id, None, None, idempotent)
+            recovered: T = await call.run(endpoint, cost, now, first=(permit, outcome))
+            return recovered
+        except BaseException:
+            cell.abort(permit)
+            raise
+        end = clock()
+        cell.finish()
+        cell.record(permit, end, end - now, False)
+        bus = actor.runtime.events
+        if bus.active:
+            bus.publish(
+                AttemptFinished(
+                    service=actor.name,
+                    key=None,
+                    at=end,
+                    attempt=1,
+                    outcome="success",
+                    duration=end - now,
+                    tenant_id=tenant_id,
+                    endpoint=endpoint,
+                )
+            )
         return result
 
     @overload
@@ -320,7 +388,15 @@ class _Call:
             idempotent = actor.policy.idempotent or (request is not None and request.is_idempotent)
         self.idempotent = idempotent
 
-    async def run(self, endpoint: str | None, cost: float, now: float) -> Any:
+    async def run(
+        self,
+        endpoint: str | None,
+        cost: float,
+        now: float,
+        first: tuple[int, _Outcome | None] | None = None,
+    ) -> Any:
+        """The call to its one reply. ``first`` resumes a call `Service._fast` began:
+        admitted already (its permit, or `QUEUE` to wait), and perhaps attempted."""
         actor = self.actor
         policy = actor.policy
         key_by = policy.key_by
@@ -337,21 +413,27 @@ class _Call:
         last_error: BaseException | None = None
         while True:
             attempt += 1
-            if deadline_at is not None and now >= deadline_at:
-                raise cell.reject(now, DeadlineExceeded(actor.name), tenant_id, endpoint)
-            try:
-                permit = cell.try_admit(now, cost, attempt > 1, deadline_at, tenant_id, endpoint)
-            except _BudgetExhausted:
-                assert last_error is not None
-                raise ConnectionFailed(
-                    actor.name, endpoint or "", attempt - 1, _describe(last_error)
-                ) from last_error
+            done: _Outcome | None = None
+            if first is not None:
+                (permit, done), first = first, None
+            else:
+                if deadline_at is not None and now >= deadline_at:
+                    raise cell.reject(now, DeadlineExceeded(actor.name), tenant_id, endpoint)
+                try:
+                    permit = cell.try_admit(
+                        now, cost, attempt > 1, deadline_at, tenant_id, endpoint
+                    )
+                except _BudgetExhausted:
+                    assert last_error is not None
+                    raise ConnectionFailed(
+                        actor.name, endpoint or "", attempt - 1, _describe(last_error)
+                    ) from last_error
             if permit == QUEUE:
                 permit = await cell.wait_turn(cost, deadline_at, tenant_id, endpoint)
                 now = clock()
             gate = cell.gate
             if gate is None:
-                outcome = await self._attempt(cell, permit, now)
+                outcome = done if done is not None else await self._attempt(cell, permit, now)
                 now = clock()
                 verdict, error, response, _, final = self._settle(
                     cell, permit, outcome, now, attempt, endpoint, key
@@ -365,19 +447,28 @@ class _Call:
                 raise final
             if verdict is _SUCCESS:
                 return outcome.value
-            quiet: float | None = None
-            if response is not None and verdict is not _CALLER_ERROR:
-                quiet = quiet_period(response, actor.runtime.wall_clock())
-                if quiet is not None:
-                    cell.pause(now + quiet)
-                    if gate is not None:
-                        await gate.pause(quiet)  # the provider's quiet holds for every process
+            quiet = (
+                await self._quiet(cell, gate, response, now)
+                if response is not None and verdict is not _CALLER_ERROR
+                else None
+            )
             last_error = error
             delay = self._retry_delay(verdict, error, attempt, previous_delay, quiet, endpoint)
             self._announce_retry(now, delay, error, attempt, endpoint, key)
             previous_delay = delay
             await anyio.sleep(delay)
             now = clock()
+
+    async def _quiet(
+        self, cell: Cell, gate: SharedGate | None, response: HttpResponse, now: float
+    ) -> float | None:
+        """Pause the service as long as the provider asked, if it did; how long."""
+        quiet = quiet_period(response, self.actor.runtime.wall_clock())
+        if quiet is not None:
+            cell.pause(now + quiet)
+            if gate is not None:
+                await gate.pause(quiet)  # the provider's quiet holds for every process
+        return quiet
 
     async def _shared_attempt(
         self,
