@@ -12,6 +12,7 @@ import argparse
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import msgspec
 
@@ -67,12 +68,19 @@ def _run_delegated(command: str, arguments: Sequence[str]) -> int:
         from connector.sim._cli import main as simulate  # noqa: PLC0415
 
         return simulate(list(arguments))
-    try:
-        from benchmarks.__main__ import main as bench  # noqa: PLC0415
-    except ModuleNotFoundError:
+    # The harness is not installed with the package: it runs from a source
+    # checkout, found beside an editable install or in the current directory.
+    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        if (root / "benchmarks" / "__main__.py").is_file():
+            if str(root) not in sys.path:
+                sys.path.insert(0, str(root))
+            break
+    else:
         raise ConfigError(
-            "bench", None, "the benchmark harness runs from a source checkout: cd to it first"
-        ) from None
+            "bench", "no benchmarks/ folder", "run it from a source checkout of the project"
+        )
+    from benchmarks.__main__ import main as bench  # noqa: PLC0415
+
     return bench(list(arguments))
 
 

@@ -418,3 +418,17 @@ def test_the_other_sections_run_and_report_figures(tmp_path: Path) -> None:
     rates = [f["value"] for f in report["figures"] if f["unit"] in ("calls/s", "records/s")]
     assert rates
     assert all(rate > 0 for rate in rates)
+
+
+def test_connector_bench_runs_the_harness_from_anywhere(tmp_path: Path) -> None:
+    """`connector bench` finds the harness beside the (editable) package, whatever the cwd."""
+    done = subprocess.run(
+        [sys.executable, "-m", "connector._cli", "bench", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--quick" in done.stdout
