@@ -10,7 +10,7 @@ and randomness only from the `random.Random` it was given. While a
 - ``time.sleep``, making a socket, looking a name up (``getaddrinfo``) and
   starting a thread raise from anywhere.
 
-Patching the ``time`` module's attributes catches ``time.monotonic()``;
+Patching the ``time`` module's attributes catches a ``time.monotonic`` call;
 names bound by ``from time import monotonic`` are patched in every loaded
 ``connector`` module as well. Everything is restored on exit.
 
