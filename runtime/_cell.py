@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ._actor import ServiceActor
     from ._ratelimit import Limiter
 
-__all__ = ["QUEUE", "Cell"]
+__all__ = ["QUEUE", "Cell", "rejection_reason"]
 
 # `try_admit` returns a breaker permit (>= 0), or this: the call must queue.
 QUEUE = -1
@@ -415,7 +415,7 @@ class Cell:
                     service=self.actor.name,
                     key=self.key,
                     at=now,
-                    reason=_reason(error),
+                    reason=rejection_reason(error),
                     tenant_id=tenant_id,
                     endpoint=endpoint,
                     retry_after=getattr(error, "retry_after", None),
@@ -488,7 +488,8 @@ class _BudgetExhausted(ConnectorError):
         super().__init__(f"Retry budget exhausted for service '{service}'", service=service)
 
 
-def _reason(error: ConnectorError) -> RejectReason:
+def rejection_reason(error: ConnectorError) -> RejectReason:
+    """Why a call was not sent, as events and the integration log name it."""
     if isinstance(error, CircuitBreakerOpen):
         return "circuit_open"
     if isinstance(error, RateLimitExceeded):

@@ -9,7 +9,6 @@ store is a `ConfigError` that says so. Data columns are ``jsonb``,
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Sequence
 from datetime import datetime
@@ -41,6 +40,7 @@ from ._logstore import (
     row_from_record,
     seal,
 )
+from ._postgres import open_pool
 
 if TYPE_CHECKING:
     import asyncpg
@@ -102,32 +102,14 @@ class PostgresLogStore:
             return self._pool
 
     async def _connect(self) -> asyncpg.Pool[asyncpg.Record]:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            raise ConfigError(
-                "backend", "not asyncio", "PostgresLogStore needs asyncio (asyncpg)"
-            ) from None
-        try:
-            import asyncpg  # noqa: PLC0415  # the optional extra, needed only here
-        except ImportError as error:
-            raise ImportError(
-                "PostgresLogStore needs asyncpg: pip install 'nexus-connector[postgres]'"
-            ) from error
-        pool = await asyncpg.create_pool(
-            self._dsn, min_size=self._min_size, max_size=self._max_size
+        return await open_pool(
+            "PostgresLogStore",
+            self._dsn,
+            self._min_size,
+            self._max_size,
+            "connector.integration_logs",
+            self._schema_sql(),
         )
-        try:
-            async with pool.acquire() as connection, connection.transaction():
-                # Two processes creating the table at once would race in the catalog.
-                await connection.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext('connector.integration_logs'))"
-                )
-                await connection.execute(self._schema_sql())
-        except BaseException:
-            await pool.close()
-            raise
-        return pool
 
     def _schema_sql(self) -> str:
         indexes = "".join(

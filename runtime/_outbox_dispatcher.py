@@ -36,6 +36,7 @@ import anyio
 import anyio.lowlevel
 
 from ._actor import ServiceActor, describe
+from ._cell import rejection_reason
 from ._errors import (
     CircuitBreakerOpen,
     ConfigError,
@@ -98,19 +99,11 @@ _MIN_PAUSE = 0.01  # seconds between rounds when the store says work is due but 
 
 
 def _reason(error: ConnectorError) -> DeferReason:
-    if isinstance(error, CircuitBreakerOpen):
-        return "circuit_open"
-    if isinstance(error, RateLimitExceeded):
-        return "rate_limited"
-    if isinstance(error, Overloaded):
-        return "overloaded"
-    if isinstance(error, DeadlineExceeded):
-        return "deadline"
-    if isinstance(error, ShuttingDown):
-        return "shutting_down"
-    if isinstance(error, ServiceUnavailable):
-        return "unavailable"
-    return "failed"
+    """Why a call was deferred: the reason it was not sent, or that it failed."""
+    if isinstance(error, ConnectionFailed | Timeout):
+        return "failed"
+    reason = rejection_reason(error)
+    return "failed" if reason == "budget_exhausted" else reason
 
 
 def _text(error: BaseException) -> str:

@@ -10,7 +10,6 @@ is a `ConfigError` that says so). The ``outbox`` table lives in ``schema``.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import re
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from . import _validate as check
 from ._credential_crypto import CredentialCipher
 from ._errors import ConfigError, ConnectorError
 from ._outbox import COLUMNS, EXPIRED_UNTRIED, OutboxEntry, check_page, entry_from_row
+from ._postgres import open_pool
 
 if TYPE_CHECKING:
     import asyncpg
@@ -89,32 +89,14 @@ class PostgresOutbox:
             return self._pool
 
     async def _connect(self) -> asyncpg.Pool[asyncpg.Record]:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            raise ConfigError(
-                "backend", "not asyncio", "PostgresOutbox needs asyncio (asyncpg)"
-            ) from None
-        try:
-            import asyncpg  # noqa: PLC0415  # the optional extra, needed only here
-        except ImportError as error:
-            raise ImportError(
-                "PostgresOutbox needs asyncpg: pip install 'nexus-connector[postgres]'"
-            ) from error
-        pool = await asyncpg.create_pool(
-            self._dsn, min_size=self._min_size, max_size=self._max_size
+        return await open_pool(
+            "PostgresOutbox",
+            self._dsn,
+            self._min_size,
+            self._max_size,
+            "connector.outbox",
+            self._schema_sql(),
         )
-        try:
-            async with pool.acquire() as connection, connection.transaction():
-                # Two processes creating the table at once would race in the catalog.
-                await connection.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext('connector.outbox'))"
-                )
-                await connection.execute(self._schema_sql())
-        except BaseException:
-            await pool.close()
-            raise
-        return pool
 
     def _schema_sql(self) -> str:
         table = self._table
